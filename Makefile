@@ -1,0 +1,41 @@
+# fedkd: `make help` lists the targets. Every target sets itself up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedkd-installed
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+
+.PHONY: help setup data run test test-all lint clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+setup: $(STAMP) data  ## create .venv, install fedkd (CPU torch) and the Fashion-MNIST package
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt is available
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist, or set FEDKD_DATA_DIR"; fi
+
+run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL)
+	$(BIN)/fedkd $(ARGS)
+
+test: setup  ## run the test suite (includes real Flower simulations; deployment tests too)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup  ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:  ## remove caches (keeps .venv and outputs/)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache

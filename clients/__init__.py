@@ -1,0 +1,1 @@
+"""The fedkd ClientApp: each client trains its own student on private data and shares soft labels."""

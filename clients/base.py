@@ -1,0 +1,121 @@
+"""The client side of one federated-distillation round, shared by every algorithm.
+
+A round: (a) *digest* -- distil the student toward last round's consensus on its public samples;
+(b) *revisit* -- train on the private partition; (c) predict soft labels on this round's public
+subset. Only those soft labels, the example count and metrics go back to the server.
+Subclasses choose what "soft labels" means (``soft_labels``) and the digest temperature.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedkd import protocol
+from fedkd.config import ExperimentConfig
+from fedkd.data import ArrayDataset
+from fedkd.training import (
+    TrainConfig,
+    derive_seed,
+    evaluate,
+    make_kd_loss,
+    predict_logits,
+    supervised_loss,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What the server asked for this round (decoded from the message)."""
+
+    server_round: int
+    public_indices: np.ndarray  # (n,) int
+    consensus_indices: np.ndarray | None = None  # (m,) int
+    consensus_probs: np.ndarray | None = None  # (m, K)
+
+
+class KDClient(ABC):
+    """One client's round. The student is passed in and updated in place; the caller persists it.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    client_id : int
+    model : nn.Module
+        This client's student (its own architecture).
+    private : ArrayDataset
+        Private partition: never leaves the client.
+    public_x : np.ndarray, shape (num_public, C, H, W)
+        The public proxy set's inputs (no labels).
+    test : ArrayDataset | None
+        Where the client reports its accuracy (``clients.num_eval_samples`` of the test set).
+    """
+
+    #: What the client sends: ``"logits"`` or ``"probs"``.
+    soft_label_kind: ClassVar[str]
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        client_id: int,
+        model: nn.Module,
+        private: ArrayDataset,
+        public_x: np.ndarray,
+        test: ArrayDataset | None,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.model = model
+        self.private = private
+        self.public_x = torch.from_numpy(public_x)
+        self.test = test
+
+    @abstractmethod
+    def soft_labels(self, logits: Tensor) -> np.ndarray:
+        """Turn the student's logits (n, K) into what this algorithm shares (float16)."""
+
+    @property
+    def digest_temperature(self) -> float:
+        return self.cfg.algorithm.temperature
+
+    def _train_config(self, epochs: int, server_round: int, phase: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=self.cfg.clients.batch_size,
+            lr=self.cfg.clients.lr,
+            seed=derive_seed(self.cfg.seed, server_round, self.client_id, phase),
+        )
+
+    def run_round(self, task: RoundTask) -> tuple[np.ndarray, dict[str, float]]:
+        """Digest, revisit, predict. Returns (soft labels (n, K), metrics)."""
+        clients = self.cfg.clients
+        metrics: dict[str, float] = {}
+        if task.consensus_probs is not None and task.consensus_indices is not None:
+            digest = train(
+                self.model,
+                self.public_x[torch.from_numpy(task.consensus_indices.astype(np.int64))],
+                torch.from_numpy(task.consensus_probs.astype(np.float32)),
+                make_kd_loss(self.digest_temperature),
+                self._train_config(clients.digest_epochs, task.server_round, 0),
+            )
+            metrics[protocol.DIGEST_LOSS] = digest.get("total", float("nan"))
+        revisit = train(
+            self.model,
+            torch.from_numpy(self.private.x),
+            torch.from_numpy(self.private.y),
+            supervised_loss,
+            self._train_config(clients.revisit_epochs, task.server_round, 1),
+        )
+        metrics[protocol.TRAIN_LOSS] = revisit.get("total", float("nan"))
+        public = self.public_x[torch.from_numpy(task.public_indices.astype(np.int64))]
+        soft = self.soft_labels(predict_logits(self.model, public))
+        if self.test is not None and len(self.test) > 0:
+            acc, loss = evaluate(
+                self.model, torch.from_numpy(self.test.x), torch.from_numpy(self.test.y)
+            )
+            metrics[protocol.TEST_ACCURACY], metrics[protocol.TEST_LOSS] = acc, loss
+        return soft, metrics

@@ -1,0 +1,3 @@
+from fedkd.cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""Start a fedkd run on Flower through Flower's own CLI (``flwr run``), never a transport of ours.
+
+* ``mode=simulation``: a private simulation SuperLink is started on a free loopback port with
+  its own ``FLWR_HOME``, the run goes through it, and it is stopped (by PID) afterwards -- so
+  concurrent runs, sweeps and tests never share or leak a SuperLink.
+* ``mode=deploy``: the run goes to a named connection of the user's ``$FLWR_HOME/config.toml``
+  (a real SuperLink with SuperNodes).
+
+Either way the validated config travels as one JSON string in ``run_config`` (``cfg-json``), so
+the ServerApp and every ClientApp see exactly the same config.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fedkd.config import ExperimentConfig, to_json
+from fedkd.protocol import RUN_CONFIG_KEY
+from fedkd.results import SUMMARY_FILE
+
+log = logging.getLogger("fedkd.launch")
+
+SUPERLINK_START_TIMEOUT = 30.0
+SIMULATION_CONNECTION = "fedkd-simulation"
+NO_DEPENDENCY_INSTALL = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+
+
+class LaunchError(RuntimeError):
+    """The run could not be started, or ended without a summary."""
+
+
+def app_dir() -> Path:
+    """The Flower app directory: the project root holding ``pyproject.toml``."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise LaunchError(f"no pyproject.toml in {root}: install fedkd from a source checkout")
+    return root
+
+
+def write_run_config(cfg: ExperimentConfig, path: Path) -> Path:
+    """A TOML ``--run-config`` file carrying the config as a multi-line literal string."""
+    blob = to_json(cfg)
+    if "'''" in blob:
+        raise LaunchError("a config value contains ''' which a TOML literal cannot carry")
+    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Stop ``proc`` and everything in its process group: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[Any], timeout: float, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LaunchError(
+                f"flower-superlink exited with code {proc.returncode}; see {log_file}"
+            )
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    raise LaunchError(f"flower-superlink did not become healthy in {timeout:.0f}s; see {log_file}")
+
+
+@contextlib.contextmanager
+def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
+    """A private simulation SuperLink; yields the environment for ``flwr`` commands using it."""
+    port = free_port()
+    flwr_home = workdir / "flwr-home"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{SIMULATION_CONNECTION}"\n\n'
+        f'[superlink.{SIMULATION_CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    env = {**os.environ, **NO_DEPENDENCY_INSTALL, "FLWR_HOME": str(flwr_home)}
+    log_file = workdir / "superlink.log"
+    command = [
+        "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+        "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation",
+    ]  # fmt: skip
+    with log_file.open("w") as sink:
+        # A neutral working directory: the simulation puts it on sys.path.
+        proc = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_healthy(port, proc, SUPERLINK_START_TIMEOUT, log_file)
+        yield env
+    finally:
+        stop_process(proc)
+
+
+def flwr_run(
+    connection: str,
+    run_config: Path,
+    env: dict[str, str],
+    federation_config: str | None = None,
+) -> int:
+    """``flwr run <app> <connection> --stream``; returns its exit code."""
+    command = ["flwr", "run", str(app_dir()), connection, "--stream", "--run-config", str(run_config)]
+    if federation_config:
+        command += ["--federation-config", federation_config]
+    log.info("$ %s", " ".join(command))
+    return subprocess.call(command, env=env)
+
+
+def read_summary(cfg: ExperimentConfig) -> dict[str, Any]:
+    path = Path(cfg.output_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise LaunchError(f"the run wrote no {path}; see the log above")
+    summary: dict[str, Any] = json.loads(path.read_text())
+    if summary.get("status") != "completed":
+        raise LaunchError(f"the run failed: {summary.get('error')} (details in {path.parent})")
+    return summary
+
+
+def federation_config(cfg: ExperimentConfig) -> str:
+    sim = cfg.simulation
+    return (
+        f"num-supernodes={cfg.clients.num_clients} "
+        f"client-resources-num-cpus={sim.client_num_cpus} init-args-num-cpus={sim.num_cpus}"
+    )
+
+
+def run(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Run ``cfg`` (simulation or deployment) and return its summary."""
+    if not cfg.output_dir:
+        raise LaunchError("output_dir must be set")
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
+    try:
+        run_config = write_run_config(cfg, workdir / "run_config.toml")
+        if cfg.mode == "simulation":
+            with simulation_superlink(workdir) as env:
+                code = flwr_run(SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
+        else:
+            env = {**os.environ, **NO_DEPENDENCY_INSTALL}
+            code = flwr_run(cfg.connection, run_config, env)
+        if code != 0:
+            log.warning("flwr run exited with code %d", code)
+        return read_summary(cfg)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

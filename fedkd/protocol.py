@@ -1,0 +1,62 @@
+"""The wire contract between the fedkd ServerApp and ClientApps.
+
+Every message type, record name and key that crosses the network is defined here, once. Both
+sides import these constants; no string literal for a key appears anywhere else.
+
+One round is ONE exchange (deployment pays seconds of polling per exchange):
+
+server -> client  ``train.kd_round``
+    config  ``ROUND_CONFIG``: ``SERVER_ROUND``
+    arrays  ``ROUND_ARRAYS``: ``PUBLIC_INDICES`` (int64, (n,)) -- predict on these public samples;
+            optionally ``CONSENSUS_INDICES`` (int64, (m,)) + ``CONSENSUS_PROBS`` (float, (m, K))
+            -- last round's consensus, to digest before local training.
+client -> server  reply
+    arrays  ``REPLY_ARRAYS``: ``SOFT_LABELS`` (float16/float32, (n, K)), logits or probs as the
+            algorithm's ``soft_label_kind`` says;
+    metrics ``REPLY_METRICS``: ``NUM_EXAMPLES`` plus the client's training/evaluation metrics.
+
+Once per node, before its first round, the server asks it to describe itself:
+
+server -> client  ``query.describe`` (empty content)
+client -> server  metrics ``REPLY_METRICS``: ``CLIENT_ID``, ``NUM_EXAMPLES``, ``NUM_PARAMETERS``
+                  and config ``DESCRIBE_CONFIG``: ``ARCHITECTURE``.
+
+Nothing else ever leaves a client: no raw data, no weights.
+"""
+
+from typing import Final
+
+# Message types (``<category>.<action>``, as Flower requires).
+KD_ROUND: Final = "train.kd_round"
+DESCRIBE: Final = "query.describe"
+
+# Record names inside a message's RecordDict.
+ROUND_CONFIG: Final = "config"
+ROUND_ARRAYS: Final = "arrays"
+REPLY_ARRAYS: Final = "arrays"
+REPLY_METRICS: Final = "metrics"
+DESCRIBE_CONFIG: Final = "config"
+
+# Keys (kebab-case on the wire).
+SERVER_ROUND: Final = "server-round"
+PUBLIC_INDICES: Final = "public-indices"
+CONSENSUS_INDICES: Final = "consensus-indices"
+CONSENSUS_PROBS: Final = "consensus-probs"
+SOFT_LABELS: Final = "soft-labels"
+NUM_EXAMPLES: Final = "num-examples"
+CLIENT_ID: Final = "client-id"
+ARCHITECTURE: Final = "architecture"
+NUM_PARAMETERS: Final = "num-parameters"
+
+# Client metrics reported with every round reply (all floats).
+TEST_ACCURACY: Final = "test-accuracy"
+TEST_LOSS: Final = "test-loss"
+TRAIN_LOSS: Final = "train-loss"
+DIGEST_LOSS: Final = "digest-loss"
+
+# The only record names a client reply may carry: the server rejects anything else.
+ALLOWED_REPLY_RECORDS: Final = frozenset({REPLY_ARRAYS, REPLY_METRICS})
+ALLOWED_REPLY_ARRAYS: Final = frozenset({SOFT_LABELS})
+
+# run_config key carrying the whole composed experiment config as JSON.
+RUN_CONFIG_KEY: Final = "cfg-json"

@@ -1,0 +1,46 @@
+"""The fedkd ServerApp: load the config Flower passed in, build the strategy, run it.
+
+Writes the run folder (config, per-round metrics, summary, global model) as it goes; on failure
+the summary records the error and every finished round is kept.
+"""
+
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedkd.config import from_run_config
+from fedkd.experiment import build_global_model, load_data
+from fedkd.results import RunRecorder
+from fedkd.training import seed_everything
+from server.strategies import STRATEGIES
+
+log = logging.getLogger("fedkd.server")
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = from_run_config(context.run_config)
+    output_dir = cfg.output_dir or str(Path.cwd() / "outputs" / f"run-{context.run_id}")
+    seed_everything(cfg.seed)
+    recorder = RunRecorder(output_dir, cfg)
+    try:
+        splits = load_data(cfg.dataset, cfg.seed)
+        strategy = STRATEGIES[cfg.algorithm.name](
+            cfg, splits, build_global_model(cfg, splits), recorder
+        )
+        summary = strategy.start(grid)
+    except BaseException as err:
+        recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
+        log.exception("run failed; finished rounds are in %s", recorder.dir)
+        raise
+    log.info(
+        "done: final global accuracy %.4f (best %.4f) in %.0fs -> %s",
+        summary["final_global_accuracy"],
+        summary["best_global_accuracy"],
+        summary["wall_seconds"],
+        recorder.dir,
+    )

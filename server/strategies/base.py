@@ -1,0 +1,392 @@
+"""The round template shared by every federated-distillation algorithm.
+
+One round is ONE exchange with the sampled clients (deployment pays seconds of polling for each):
+
+1. sample clients and this round's public subset;
+2. send each client the subset's indices and the previous round's consensus (``configure_round``);
+3. receive soft labels on the subset, validate them, reject and count bad replies (``collect``);
+4. aggregate the accepted soft labels into the consensus (``aggregate``: the algorithm's hook);
+5. distil the global model toward the consensus on the subset (``distill_global``);
+6. evaluate the global model on the test set and record the round.
+
+Algorithms override hooks (``aggregate``, ``soft_label_kind``); none copies the loop.
+"""
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from torch import nn
+
+from fedkd import protocol
+from fedkd.config import ExperimentConfig
+from fedkd.data import DatasetSplits
+from fedkd.results import RunRecorder
+from fedkd.training import (
+    TrainConfig,
+    accuracy_of_probs,
+    derive_seed,
+    evaluate,
+    make_kd_loss,
+    train,
+)
+from fedkd.validation import InvalidReply, check_soft_labels
+
+log = logging.getLogger("fedkd.server")
+
+NODE_WAIT_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What a node told the server about itself (``query.describe``)."""
+
+    node_id: int
+    client_id: int
+    architecture: str
+    num_examples: int
+
+
+@dataclass
+class ServerState:
+    """Everything the server carries from one round to the next (besides the global model)."""
+
+    roster: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
+    consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
+    consensus_probs: np.ndarray | None = None  # (m, K)
+
+
+@dataclass
+class RoundReplies:
+    """The validated outcome of one exchange."""
+
+    clients: list[ClientInfo] = field(default_factory=list)  # accepted, sorted by client id
+    soft_labels: list[np.ndarray] = field(default_factory=list)  # each (n, K)
+    client_metrics: list[dict[str, float]] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
+    failed: dict[int, str] = field(default_factory=dict)  # client id -> error reported by Flower
+    missing: list[int] = field(default_factory=list)  # client ids that never answered
+    uplink_bytes: int = 0
+
+
+def _client_id(info: ClientInfo | None, node_id: int) -> int:
+    return info.client_id if info is not None else -node_id
+
+
+class DistillationStrategy(ABC):
+    """Base class: owns the round loop; subclasses choose what clients send and how it is merged.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    splits : DatasetSplits
+        The server's copy of the public set (its labels are used for *evaluation only*) and the
+        test set.
+    global_model : nn.Module
+        Kept across rounds and distilled in place.
+    recorder : RunRecorder
+    """
+
+    #: What clients send: ``"logits"`` or ``"probs"``.
+    soft_label_kind: ClassVar[str]
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        splits: DatasetSplits,
+        global_model: nn.Module,
+        recorder: RunRecorder,
+    ) -> None:
+        self.cfg = cfg
+        self.splits = splits
+        self.global_model = global_model
+        self.recorder = recorder
+        self.state = ServerState()
+        self._public_x = torch.from_numpy(splits.public.x)
+        self._test_x = torch.from_numpy(splits.test.x)
+        self._test_y = torch.from_numpy(splits.test.y)
+
+    # ----------------------------------------------------------------- hooks
+    @abstractmethod
+    def aggregate(self, soft_labels: np.ndarray, num_examples: np.ndarray) -> np.ndarray:
+        """Merge client soft labels (C, n, K) into consensus *probabilities* (n, K)."""
+
+    # ------------------------------------------------------------ the loop
+    def start(self, grid: Grid) -> dict[str, Any]:
+        """Run every round; return the summary (also written to the run folder)."""
+        cfg = self.cfg
+        log.info(
+            "fedkd %s: %d rounds, %d clients, dataset %s, global model %s -> %s",
+            cfg.algorithm.name,
+            cfg.num_rounds,
+            cfg.clients.num_clients,
+            cfg.dataset.name,
+            cfg.model.architecture,
+            self.recorder.dir,
+        )
+        self._wait_for_nodes(grid)
+        for server_round in range(1, cfg.num_rounds + 1):
+            metrics = self.run_round(grid, server_round)
+            self.recorder.log_round(metrics)
+            log.info(
+                "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f | "
+                "clients %d ok, %d rejected, %d failed, %d missing | %.1fs",
+                server_round,
+                cfg.num_rounds,
+                metrics["global_accuracy"],
+                metrics["global_loss"],
+                metrics["consensus_accuracy"],
+                metrics["num_accepted"],
+                metrics["num_rejected"],
+                metrics["num_failed"],
+                metrics["num_missing"],
+                metrics["round_seconds"],
+            )
+        self.recorder.save_model(self.global_model)
+        return self.recorder.write_summary(
+            clients=[vars(c) for c in sorted(self.state.roster.values(), key=lambda c: c.client_id)]
+        )
+
+    def run_round(self, grid: Grid, server_round: int) -> dict[str, Any]:
+        start = time.monotonic()
+        online = self._update_roster(grid)
+        clients = self.sample_clients(server_round, online)
+        public_idx = self.sample_public(server_round)
+        messages = self.configure_round(server_round, clients, public_idx)
+        downlink = sum(m.content[protocol.ROUND_ARRAYS].count_bytes() for m in messages)
+        replies = grid.send_and_receive(messages, timeout=self.cfg.round_timeout)
+        result = self.collect(replies, clients, public_idx)
+
+        metrics: dict[str, Any] = {"round": server_round}
+        if result.soft_labels:
+            stack = np.stack(result.soft_labels)  # (C, n, K)
+            weights = np.array([c.num_examples for c in result.clients], dtype=np.float64)
+            consensus = self.aggregate(stack, weights)  # (n, K) probs
+            public_y = self.splits.public.y[public_idx]
+            metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
+            metrics.update(self.distill_global(server_round, public_idx, consensus))
+            self.state.consensus_indices, self.state.consensus_probs = public_idx, consensus
+        else:
+            log.warning("round %d: no valid replies; the global model is unchanged", server_round)
+            metrics["consensus_accuracy"] = float("nan")
+        acc, loss = evaluate(self.global_model, self._test_x, self._test_y)
+        client_acc = [m[protocol.TEST_ACCURACY] for m in result.client_metrics
+                      if protocol.TEST_ACCURACY in m]
+        metrics.update(
+            global_accuracy=acc,
+            global_loss=loss,
+            client_accuracy_mean=float(np.mean(client_acc)) if client_acc else float("nan"),
+            client_accuracy_min=float(np.min(client_acc)) if client_acc else float("nan"),
+            client_accuracy_max=float(np.max(client_acc)) if client_acc else float("nan"),
+            num_sampled=len(clients),
+            num_accepted=len(result.clients),
+            num_rejected=len(result.rejected),
+            num_failed=len(result.failed),
+            num_missing=len(result.missing),
+            rejected=result.rejected,
+            failed=result.failed,
+            missing=result.missing,
+            public_samples=len(public_idx),
+            uplink_bytes=result.uplink_bytes,
+            downlink_bytes=downlink,
+            clients=[
+                {"client_id": c.client_id, "architecture": c.architecture, **m}
+                for c, m in zip(result.clients, result.client_metrics, strict=True)
+            ],
+        )
+        metrics["round_seconds"] = time.monotonic() - start
+        return metrics
+
+    # ------------------------------------------------------------- steps
+    def sample_clients(self, server_round: int, online: set[int]) -> list[ClientInfo]:
+        """A seeded sample of the online, described clients, ordered by client id (not by node
+        id, which Flower draws at random), so the same seed picks the same clients."""
+        known = sorted(
+            (c for n, c in self.state.roster.items() if n in online), key=lambda c: c.client_id
+        )
+        if not known:
+            raise RuntimeError("no client could describe itself: check the SuperNodes' logs")
+        num = self.cfg.clients.num_sampled(len(known))
+        rng = np.random.default_rng([self.cfg.seed, server_round, 0])
+        chosen = np.sort(rng.choice(len(known), size=num, replace=False))
+        return [known[i] for i in chosen]
+
+    def sample_public(self, server_round: int) -> np.ndarray:
+        """Sorted indices (int32) of this round's public subset."""
+        rng = np.random.default_rng([self.cfg.seed, server_round, 1])
+        num_public = len(self.splits.public)
+        idx = rng.choice(num_public, size=self.cfg.public_per_round, replace=False)
+        return np.sort(idx).astype(np.int32)
+
+    def configure_round(
+        self, server_round: int, clients: Sequence[ClientInfo], public_idx: np.ndarray
+    ) -> list[Message]:
+        arrays = {protocol.PUBLIC_INDICES: Array(public_idx)}
+        if self.state.consensus_probs is not None:
+            assert self.state.consensus_indices is not None
+            arrays[protocol.CONSENSUS_INDICES] = Array(self.state.consensus_indices)
+            arrays[protocol.CONSENSUS_PROBS] = Array(
+                self.state.consensus_probs.astype(np.float16)
+            )
+        content = RecordDict(
+            {
+                protocol.ROUND_CONFIG: ConfigRecord({protocol.SERVER_ROUND: server_round}),
+                protocol.ROUND_ARRAYS: ArrayRecord(arrays),
+            }
+        )
+        return [
+            Message(
+                content,
+                dst_node_id=c.node_id,
+                message_type=protocol.KD_ROUND,
+                group_id=str(server_round),
+            )
+            for c in clients
+        ]
+
+    def collect(
+        self, replies: Iterable[Message], sent: Sequence[ClientInfo], public_idx: np.ndarray
+    ) -> RoundReplies:
+        """Validate replies; bad ones are logged and counted, never aggregated."""
+        out = RoundReplies()
+        by_node = {c.node_id: c for c in sent}
+        answered: set[int] = set()
+        accepted: list[tuple[ClientInfo, np.ndarray, dict[str, float]]] = []
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            info = by_node.get(node_id)
+            answered.add(node_id)
+            cid = _client_id(info, node_id)
+            if reply.has_error():
+                reason = str(reply.error.reason).strip().splitlines()[-1][:300]
+                out.failed[cid] = reason
+                log.warning("client %d failed: %s", cid, reason)
+                continue
+            out.uplink_bytes += sum(rec.count_bytes() for rec in reply.content.array_records.values())
+            try:
+                if info is None:
+                    raise InvalidReply(f"reply from node {node_id}, which was not sampled")
+                soft, metrics = self._parse_reply(reply.content, len(public_idx))
+            except InvalidReply as err:
+                out.rejected[cid] = str(err)
+                log.warning("rejected reply of client %d: %s", cid, err)
+                continue
+            accepted.append((info, soft, metrics))
+        out.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)
+        for cid in out.missing:
+            log.warning("client %d did not answer within %.0fs", cid, self.cfg.round_timeout)
+        for info, soft, metrics in sorted(accepted, key=lambda a: a[0].client_id):
+            out.clients.append(info)
+            out.soft_labels.append(soft)
+            out.client_metrics.append(metrics)
+        return out
+
+    def _parse_reply(
+        self, content: RecordDict, num_samples: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        extra = set(content.keys()) - protocol.ALLOWED_REPLY_RECORDS
+        if extra:
+            raise InvalidReply(f"unexpected records {sorted(extra)}: only soft labels and metrics")
+        if protocol.REPLY_ARRAYS not in content.array_records:
+            raise InvalidReply(f"no '{protocol.REPLY_ARRAYS}' array record")
+        arrays = content.array_records[protocol.REPLY_ARRAYS]
+        if set(arrays.keys()) != protocol.ALLOWED_REPLY_ARRAYS:
+            raise InvalidReply(f"arrays {sorted(arrays.keys())} != {sorted(protocol.ALLOWED_REPLY_ARRAYS)}")
+        if protocol.REPLY_METRICS not in content.metric_records:
+            raise InvalidReply(f"no '{protocol.REPLY_METRICS}' metric record")
+        metrics = dict(content.metric_records[protocol.REPLY_METRICS])
+        num_examples = metrics.get(protocol.NUM_EXAMPLES)
+        if not isinstance(num_examples, int) or num_examples < 1:
+            raise InvalidReply(f"'{protocol.NUM_EXAMPLES}' must be a positive int, got {num_examples!r}")
+        try:
+            soft = arrays[protocol.SOFT_LABELS].numpy()
+        except Exception as err:  # a corrupt payload must not end the round
+            raise InvalidReply(f"undecodable soft labels: {err}") from err
+        check_soft_labels(soft, num_samples, self.splits.num_classes, self.soft_label_kind)
+        return soft, {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+    def distill_global(
+        self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray
+    ) -> dict[str, float]:
+        """Distil the global model toward the consensus on this round's public subset."""
+        model_cfg = self.cfg.model
+        terms = train(
+            self.global_model,
+            self._public_x[public_idx],
+            torch.from_numpy(consensus),
+            make_kd_loss(self.cfg.algorithm.temperature),
+            TrainConfig(
+                epochs=model_cfg.distill_epochs,
+                batch_size=model_cfg.batch_size,
+                lr=model_cfg.lr,
+                seed=derive_seed(self.cfg.seed, server_round, 2**31),
+            ),
+        )
+        return {f"server_{k}": v for k, v in terms.items()}
+
+    # ------------------------------------------------------------ roster
+    def _wait_for_nodes(self, grid: Grid) -> None:
+        """Wait until ``clients.num_clients`` nodes are connected, or at most ``round_timeout``
+        seconds as long as ``clients.min_clients`` are."""
+        want, need = self.cfg.clients.num_clients, self.cfg.clients.min_clients
+        deadline = time.monotonic() + self.cfg.round_timeout
+        while (num := len(list(grid.get_node_ids()))) < want:
+            if time.monotonic() > deadline:
+                if num >= need:
+                    log.warning("only %d of %d nodes connected; starting with them", num, want)
+                    return
+                raise RuntimeError(
+                    f"only {num} nodes connected after {self.cfg.round_timeout:.0f}s; "
+                    f"clients.min_clients={need}"
+                )
+            time.sleep(NODE_WAIT_POLL_SECONDS)
+
+    def _update_roster(self, grid: Grid) -> set[int]:
+        """Ask nodes the server has not met yet who they are (one exchange, only when needed).
+
+        Returns the ids of the nodes online now.
+        """
+        online = set(grid.get_node_ids())
+        new = sorted(online - set(self.state.roster))
+        if not new:
+            return online
+        messages = [
+            Message(RecordDict(), dst_node_id=node_id, message_type=protocol.DESCRIBE)
+            for node_id in new
+        ]
+        for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
+            node_id = reply.metadata.src_node_id
+            if reply.has_error():
+                log.warning(
+                    "node %d could not describe itself: %s",
+                    node_id,
+                    str(reply.error.reason).strip().splitlines()[-1][:300],
+                )
+                continue
+            metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+            config = reply.content.config_records[protocol.DESCRIBE_CONFIG]
+            info = ClientInfo(
+                node_id=node_id,
+                client_id=int(metrics[protocol.CLIENT_ID]),
+                architecture=str(config[protocol.ARCHITECTURE]),
+                num_examples=int(metrics[protocol.NUM_EXAMPLES]),
+            )
+            # A restarted SuperNode comes back under a new node id: forget the old one.
+            for old in [n for n, c in self.state.roster.items() if c.client_id == info.client_id]:
+                del self.state.roster[old]
+            self.state.roster[node_id] = info
+            log.info(
+                "client %d on node %d: %s, %d private examples",
+                info.client_id,
+                node_id,
+                info.architecture,
+                info.num_examples,
+            )
+        return online

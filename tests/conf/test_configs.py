@@ -1,0 +1,97 @@
+"""Every config file composes and validates; bad keys and values fail naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedkd.config import CONF_DIR, ConfigError, compose, from_dict, from_json, to_json
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_all_groups_present():
+    assert {"algorithm", "dataset", "partition", "clients", "model", "experiment"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_file_composes_and_validates(group, option):
+    cfg = compose([f"{group}={option}"])
+    if group == "algorithm":
+        assert cfg.algorithm.name == option  # one name per algorithm everywhere
+    if group == "dataset":
+        assert cfg.dataset.name == option
+    if group == "partition":
+        assert cfg.partition.name == option
+    if group == "model":
+        assert cfg.model.architecture == option
+
+
+def test_default_config_is_the_documented_experiment():
+    cfg = compose()
+    assert cfg.dataset.name == "fmnist" and cfg.dataset.num_public == 10_000
+    assert cfg.partition.name == "dirichlet" and cfg.partition.alpha == 0.5
+    assert cfg.clients.num_clients == 10
+    assert len(set(cfg.clients.architectures)) >= 3
+
+
+def test_overrides_reach_the_typed_config_and_survive_json():
+    cfg = compose(["algorithm=fedmd", "partition.alpha=0.1", "clients.num_clients=20"])
+    assert (cfg.algorithm.name, cfg.partition.alpha, cfg.clients.num_clients) == ("fedmd", 0.1, 20)
+    assert from_json(to_json(cfg)) == cfg
+
+
+def test_architecture_assignment_round_robin_and_map():
+    cfg = compose(["clients.architectures=[mlp,cnn]", "+clients.architecture_map={'3': resnet}"])
+    assert [cfg.clients.architecture_of(i) for i in range(4)] == ["mlp", "cnn", "mlp", "resnet"]
+
+
+def test_client_sampling_fraction_and_minimum():
+    cfg = compose(["clients.num_clients=20", "clients.fraction=0.2", "clients.min_clients=2"])
+    assert cfg.clients.num_sampled(20) == 4
+    assert cfg.clients.num_sampled(5) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("partition.alpha=-1", "partition.alpha"),
+        ("clients.fraction=1.5", "clients.fraction"),
+        ("num_rounds=0", "num_rounds"),
+        ("clients.architectures=[cnn,transformer]", "clients.architectures[1]"),
+        ("model.architecture=vgg", "model.architecture"),
+        ("public_per_round=20000", "public_per_round"),
+        ("algorithm.aggregation=median", "algorithm.aggregation"),
+        ("num_rounds=abc", "num_rounds"),
+        ("+partition.alpah=0.1", "partition.alpah"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        compose([override])
+
+
+def test_fedmd_cannot_use_era():
+    with pytest.raises(ConfigError, match="algorithm.aggregation"):
+        from_dict({"algorithm": {"name": "fedmd", "aggregation": "era"}})
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [("partition.alpah=0.1", "alpah"), ("partition.alpha=-1", "partition.alpha")],
+)
+def test_cli_fails_before_anything_starts(tmp_path: Path, override, needle):
+    """The `fedkd` command rejects a typo / bad value at once, naming the key, and runs nothing."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedkd", override, f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert needle in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert "flower-superlink" not in proc.stderr + proc.stdout

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from fedkd import aggregation
+
+# Two clients, two samples, two classes.
+PROBS = np.array(
+    [
+        [[0.9, 0.1], [0.2, 0.8]],
+        [[0.5, 0.5], [0.4, 0.6]],
+    ]
+)
+
+
+def test_mean_is_plain_average():
+    assert_allclose(aggregation.mean(PROBS), [[0.7, 0.3], [0.3, 0.7]], rtol=1e-6)
+
+
+def test_weighted_mean_uses_example_counts():
+    # weights 3:1 -> 0.75 * client0 + 0.25 * client1
+    out = aggregation.weighted_mean(PROBS, np.array([300, 100]))
+    assert_allclose(out, [[0.8, 0.2], [0.25, 0.75]], rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_weighted_mean_without_weights_equals_mean():
+    assert_allclose(aggregation.weighted_mean(PROBS, None), aggregation.mean(PROBS))
+
+
+@pytest.mark.parametrize("weights", [np.array([1.0]), np.array([-1.0, 2.0]), np.array([0, 0])])
+def test_weighted_mean_rejects_bad_weights(weights):
+    with pytest.raises(ValueError, match="weights"):
+        aggregation.weighted_mean(PROBS, weights)
+
+
+def test_era_sharpens_the_mean():
+    # mean row (0.7, 0.3) with T = 0.1: softmax((7, 3)) = (1, e^-4) / (1 + e^-4)
+    out = aggregation.era(PROBS, temperature=0.1)
+    p = 1.0 / (1.0 + np.exp(-4.0))
+    assert_allclose(out, [[p, 1 - p], [1 - p, p]], rtol=1e-5)
+    assert aggregation.ERA_TEMPERATURE == 0.1
+
+
+def test_era_entropy_is_lower_than_mean_entropy():
+    rng = np.random.default_rng(0)
+    probs = aggregation.softmax(rng.normal(size=(5, 100, 10)))
+
+    def entropy(p):
+        return float(-(p * np.log(p)).sum(axis=1).mean())
+
+    assert entropy(aggregation.era(probs)) < entropy(aggregation.mean(probs))
+    assert (aggregation.era(probs).argmax(1) == aggregation.mean(probs).argmax(1)).all()
+
+
+def test_softmax_with_temperature_and_float16_input():
+    logits = np.array([[0.0, np.log(3.0)]], dtype=np.float16)
+    assert_allclose(aggregation.softmax(logits), [[0.25, 0.75]], rtol=1e-3)
+    assert_allclose(aggregation.softmax(np.array([[0.0, 2.0]]), temperature=2.0)[0, 0],
+                    1 / (1 + np.e), rtol=1e-9)
+
+
+def test_rejects_wrong_rank():
+    with pytest.raises(ValueError, match="num_clients"):
+        aggregation.mean(np.zeros((3, 4)))
