@@ -186,7 +186,7 @@ class ExperimentConfig:
     name: str = "default"
     seed: int = 0
     num_rounds: int = 10
-    public_per_round: int = 5_000  # public samples the clients predict on each round
+    public_per_round: int | None = None  # public samples queried per round; None: all of them
     round_timeout: float = 600.0  # seconds the server waits for replies in one round
     mode: str = "simulation"
     connection: str = "local"  # Flower connection (in $FLWR_HOME/config.toml) for mode=deploy
@@ -194,12 +194,13 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
-        _require(self.public_per_round >= 1, "public_per_round", "must be >= 1")
-        _require(
-            self.public_per_round <= self.dataset.num_public,
-            "public_per_round",
-            f"({self.public_per_round}) must be <= dataset.num_public ({self.dataset.num_public})",
-        )
+        if self.public_per_round is not None:
+            _require(
+                1 <= self.public_per_round <= self.dataset.num_public,
+                "public_per_round",
+                f"({self.public_per_round}) must be in [1, dataset.num_public="
+                f"{self.dataset.num_public}]",
+            )
         _require(self.round_timeout > 0, "round_timeout", "must be > 0")
         _one_of(self.mode, MODES, "mode")
         from fedkd.models import ARCHITECTURES  # torch: imported only once a config is built

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -34,6 +35,13 @@ log = logging.getLogger("fedkd.launch")
 SUPERLINK_START_TIMEOUT = 30.0
 SIMULATION_CONNECTION = "fedkd-simulation"
 NO_DEPENDENCY_INSTALL = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+
+
+def flower_env(**extra: str) -> dict[str, str]:
+    """The environment for Flower processes: this Python's bin directory first on PATH (the
+    SuperLink spawns ``flower-superexec`` and ``flwr-serverapp`` by name), no runtime installs."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **NO_DEPENDENCY_INSTALL, "PATH": path, **extra}
 
 
 class LaunchError(RuntimeError):
@@ -55,6 +63,14 @@ def write_run_config(cfg: ExperimentConfig, path: Path) -> Path:
         raise LaunchError("a config value contains ''' which a TOML literal cannot carry")
     path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n")
     return path
+
+
+def flower_bin(name: str) -> str:
+    """A Flower executable, preferring the one beside this Python (a venv not on PATH)."""
+    found = shutil.which(name, path=flower_env()["PATH"])
+    if found is None:
+        raise LaunchError(f"'{name}' not found: install flwr[simulation] (make setup)")
+    return found
 
 
 def free_port() -> int:
@@ -102,10 +118,10 @@ def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
         f'[superlink]\ndefault = "{SIMULATION_CONNECTION}"\n\n'
         f'[superlink.{SIMULATION_CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-    env = {**os.environ, **NO_DEPENDENCY_INSTALL, "FLWR_HOME": str(flwr_home)}
+    env = flower_env(FLWR_HOME=str(flwr_home))
     log_file = workdir / "superlink.log"
     command = [
-        "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+        flower_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
         "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation",
     ]  # fmt: skip
     with log_file.open("w") as sink:
@@ -128,7 +144,7 @@ def flwr_run(
     federation_config: str | None = None,
 ) -> int:
     """``flwr run <app> <connection> --stream``; returns its exit code."""
-    command = ["flwr", "run", str(app_dir()), connection, "--stream", "--run-config", str(run_config)]
+    command = [flower_bin("flwr"), "run", str(app_dir()), connection, "--stream", "--run-config", str(run_config)]
     if federation_config:
         command += ["--federation-config", federation_config]
     log.info("$ %s", " ".join(command))
@@ -166,7 +182,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
             with simulation_superlink(workdir) as env:
                 code = flwr_run(SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
         else:
-            env = {**os.environ, **NO_DEPENDENCY_INSTALL}
+            env = flower_env()
             code = flwr_run(cfg.connection, run_config, env)
         if code != 0:
             log.warning("flwr run exited with code %d", code)

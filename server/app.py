@@ -12,6 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.config import from_run_config
 from fedkd.experiment import build_global_model, load_data
+from fedkd.logs import configure_logging
 from fedkd.results import RunRecorder
 from fedkd.training import seed_everything
 from server.strategies import STRATEGIES
@@ -22,7 +23,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     cfg = from_run_config(context.run_config)
     output_dir = cfg.output_dir or str(Path.cwd() / "outputs" / f"run-{context.run_id}")
     seed_everything(cfg.seed)

@@ -181,7 +181,7 @@ class WideCNN(nn.Module):
         layers: list[nn.Module] = []
         in_channels = channels
         # 48/96 rather than 64/128 channels: the second 5x5 conv dominates the step, and 64/128
-        # measured ~25 ms per batch of 64 (forward + backward, one CPU thread) against ~14 ms.
+        # took ~25 ms per batch of 64 (forward + backward, one CPU thread) against ~15-17 ms.
         for i, out_channels in enumerate((48, 96)):
             # Both convs stride: the second costs ~3x more at a 7x7 output than at 4x4.
             stride = 2 if _can_halve(size) else 1

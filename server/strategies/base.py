@@ -222,7 +222,8 @@ class DistillationStrategy(ABC):
         """Sorted indices (int32) of this round's public subset."""
         rng = np.random.default_rng([self.cfg.seed, server_round, 1])
         num_public = len(self.splits.public)
-        idx = rng.choice(num_public, size=self.cfg.public_per_round, replace=False)
+        size = self.cfg.public_per_round or num_public
+        idx = rng.choice(num_public, size=size, replace=False)
         return np.sort(idx).astype(np.int32)
 
     def configure_round(

@@ -44,7 +44,7 @@ def test_overrides_reach_the_typed_config_and_survive_json():
 
 
 def test_architecture_assignment_round_robin_and_map():
-    cfg = compose(["clients.architectures=[mlp,cnn]", "+clients.architecture_map={'3': resnet}"])
+    cfg = compose(["clients.architectures=[mlp,cnn]", "++clients.architecture_map={3:resnet}"])
     assert [cfg.clients.architecture_of(i) for i in range(4)] == ["mlp", "cnn", "mlp", "resnet"]
 
 
