@@ -1,1 +1,1 @@
-"""The fedkd ClientApp: each client trains its own student on private data and shares soft labels."""
+"""The fedkd ClientApp: each client trains its own student privately and shares soft labels."""

@@ -31,7 +31,7 @@ def _identity(context: Context, cfg: ExperimentConfig) -> tuple[int, int]:
     if "partition-id" not in node_config:
         raise ValueError(
             "this SuperNode has no 'partition-id' in its node config: start it with "
-            "--node-config \"partition-id=<i> num-partitions=<n>\""
+            '--node-config "partition-id=<i> num-partitions=<n>"'
         )
     num_partitions = int(node_config.get("num-partitions", cfg.clients.num_clients))
     return int(node_config["partition-id"]), num_partitions
@@ -45,7 +45,9 @@ def _make_client(context: Context) -> KDClient:
     model = build_client_model(cfg, client_id, splits)
     if MODEL_STATE in context.state.array_records:
         model.load_state_dict(context.state.array_records[MODEL_STATE].to_torch_state_dict())
-    test = splits.test.subset(torch.arange(min(cfg.clients.num_eval_samples, len(splits.test))).numpy())
+    test = splits.test.subset(
+        torch.arange(min(cfg.clients.num_eval_samples, len(splits.test))).numpy()
+    )
     return CLIENTS[cfg.algorithm.name](
         cfg,
         client_id,
@@ -83,8 +85,11 @@ def kd_round(msg: Message, context: Context) -> Message:
     client = _make_client(context)
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
     has_consensus = protocol.CONSENSUS_PROBS in arrays
+    server_round = msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]
+    if not isinstance(server_round, int):
+        raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int, got {server_round!r}")
     task = RoundTask(
-        server_round=int(msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]),
+        server_round=server_round,
         public_indices=arrays[protocol.PUBLIC_INDICES].numpy(),
         consensus_indices=arrays[protocol.CONSENSUS_INDICES].numpy() if has_consensus else None,
         consensus_probs=arrays[protocol.CONSENSUS_PROBS].numpy() if has_consensus else None,

@@ -1,9 +1,9 @@
 """The ``fedkd`` command (also ``python -m fedkd``): Hydra config in, a run folder out.
 
-    fedkd                                   # default experiment (conf/config.yaml)
-    fedkd algorithm=fedmd partition.alpha=0.1 num_rounds=30
-    fedkd -m algorithm=fedmd,dsfl partition.alpha=0.1,0.5      # sweep
-    fedkd experiment=digits_quick
+fedkd                                   # default experiment (conf/config.yaml)
+fedkd algorithm=fedmd partition.alpha=0.1 num_rounds=30
+fedkd -m algorithm=fedmd,dsfl partition.alpha=0.1,0.5      # sweep
+fedkd experiment=digits_quick
 """
 
 import logging

@@ -9,6 +9,7 @@ raises :class:`ConfigError` with the dotted key in the message (``partition.alph
 
 import dataclasses
 import json
+import shlex
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -115,7 +116,9 @@ class ClientsConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "clients.num_clients", "must be >= 1")
-        _require(0 < self.fraction <= 1, "clients.fraction", f"must be in (0, 1], got {self.fraction}")
+        _require(
+            0 < self.fraction <= 1, "clients.fraction", f"must be in (0, 1], got {self.fraction}"
+        )
         _require(self.min_clients >= 1, "clients.min_clients", "must be >= 1")
         _require(
             self.min_clients <= self.num_clients,
@@ -188,6 +191,7 @@ class ExperimentConfig:
     num_rounds: int = 10
     public_per_round: int | None = None  # public samples queried per round; None: all of them
     round_timeout: float = 600.0  # seconds the server waits for replies in one round
+    node_wait_timeout: float = 120.0  # seconds to wait for clients.num_clients nodes to connect
     mode: str = "simulation"
     connection: str = "local"  # Flower connection (in $FLWR_HOME/config.toml) for mode=deploy
     output_dir: str = ""  # run folder; empty: ./outputs/run-<flower run id>
@@ -202,12 +206,17 @@ class ExperimentConfig:
                 f"{self.dataset.num_public}]",
             )
         _require(self.round_timeout > 0, "round_timeout", "must be > 0")
+        _require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         _one_of(self.mode, MODES, "mode")
         from fedkd.models import ARCHITECTURES  # torch: imported only once a config is built
 
         archs = [("model.architecture", self.model.architecture)]
-        archs += [(f"clients.architectures[{i}]", a) for i, a in enumerate(self.clients.architectures)]
-        archs += [(f"clients.architecture_map.{k}", a) for k, a in self.clients.architecture_map.items()]
+        archs += [
+            (f"clients.architectures[{i}]", a) for i, a in enumerate(self.clients.architectures)
+        ]
+        archs += [
+            (f"clients.architecture_map.{k}", a) for k, a in self.clients.architecture_map.items()
+        ]
         for key, arch in archs:
             _one_of(arch, sorted(ARCHITECTURES), key)
 
@@ -297,7 +306,7 @@ def from_dictconfig(cfg: Any) -> ExperimentConfig:
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     data.pop("hydra", None)
-    return from_dict(data)
+    return from_dict({str(k): v for k, v in data.items()})
 
 
 def hydra_main(task_fn: Callable[[ExperimentConfig], Any]) -> Callable[[], Any]:
@@ -324,10 +333,13 @@ def hydra_main(task_fn: Callable[[ExperimentConfig], Any]) -> Callable[[], Any]:
 def from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """The experiment config a Flower app received in its ``run_config``.
 
-    The launcher (``fedkd``) puts the whole validated config under ``cfg-json``; a bare
-    ``flwr run .`` leaves it empty, and the packaged defaults (``conf/config.yaml``) apply.
+    The launcher (``fedkd``) puts the whole validated config under ``cfg-json``. A bare
+    ``flwr run .`` leaves it empty; then the packaged ``conf/`` is composed with the Hydra
+    overrides given as one string, e.g. ``--run-config 'overrides="experiment=digits_quick"'``.
     """
-    from fedkd.protocol import RUN_CONFIG_KEY
+    from fedkd.protocol import RUN_CONFIG_KEY, RUN_OVERRIDES_KEY
 
     blob = str(run_config.get(RUN_CONFIG_KEY, "") or "")
-    return from_json(blob) if blob.strip() else compose()
+    if blob.strip():
+        return from_json(blob)
+    return compose(shlex.split(str(run_config.get(RUN_OVERRIDES_KEY, "") or "")))

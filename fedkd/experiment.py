@@ -58,7 +58,9 @@ def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: i
 def build_client_model(cfg: ExperimentConfig, client_id: int, splits: DatasetSplits) -> nn.Module:
     """A freshly initialised student of the architecture configured for ``client_id``."""
     torch.manual_seed(derive_seed(cfg.seed, client_id, 7))
-    return build_model(cfg.clients.architecture_of(client_id), splits.input_shape, splits.num_classes)
+    return build_model(
+        cfg.clients.architecture_of(client_id), splits.input_shape, splits.num_classes
+    )
 
 
 def build_global_model(cfg: ExperimentConfig, splits: DatasetSplits) -> nn.Module:

@@ -100,10 +100,12 @@ def wait_healthy(port: int, proc: subprocess.Popen[Any], timeout: float, log_fil
             raise LaunchError(
                 f"flower-superlink exited with code {proc.returncode}; see {log_file}"
             )
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise LaunchError(f"flower-superlink did not become healthy in {timeout:.0f}s; see {log_file}")
 
@@ -144,7 +146,15 @@ def flwr_run(
     federation_config: str | None = None,
 ) -> int:
     """``flwr run <app> <connection> --stream``; returns its exit code."""
-    command = [flower_bin("flwr"), "run", str(app_dir()), connection, "--stream", "--run-config", str(run_config)]
+    command = [
+        flower_bin("flwr"),
+        "run",
+        str(app_dir()),
+        connection,
+        "--stream",
+        "--run-config",
+        str(run_config),
+    ]
     if federation_config:
         command += ["--federation-config", federation_config]
     log.info("$ %s", " ".join(command))

@@ -58,5 +58,7 @@ DIGEST_LOSS: Final = "digest-loss"
 ALLOWED_REPLY_RECORDS: Final = frozenset({REPLY_ARRAYS, REPLY_METRICS})
 ALLOWED_REPLY_ARRAYS: Final = frozenset({SOFT_LABELS})
 
-# run_config key carrying the whole composed experiment config as JSON.
+# run_config keys: the whole composed experiment config as JSON (set by the `fedkd` launcher),
+# or, for a bare `flwr run`, Hydra overrides to compose the packaged conf/ with.
 RUN_CONFIG_KEY: Final = "cfg-json"
+RUN_OVERRIDES_KEY: Final = "overrides"

@@ -45,7 +45,7 @@ def make_kd_loss(temperature: float) -> LossFn:
 def train(
     model: nn.Module, x: Tensor, targets: Tensor, loss_fn: LossFn, cfg: TrainConfig
 ) -> dict[str, float]:
-    """Train ``model`` in place with Adam on ``(x, targets)``; return mean loss terms of the last epoch.
+    """Train ``model`` in place with Adam; return the mean loss terms of the last epoch.
 
     Parameters
     ----------

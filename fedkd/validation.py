@@ -10,15 +10,15 @@ class InvalidReply(ValueError):
     """A client reply that must not be aggregated; the message says why."""
 
 
-def check_soft_labels(soft_labels: np.ndarray, num_samples: int, num_classes: int, kind: str) -> None:
+def check_soft_labels(
+    soft_labels: np.ndarray, num_samples: int, num_classes: int, kind: str
+) -> None:
     """Raise :class:`InvalidReply` unless ``soft_labels`` is a finite (num_samples, num_classes)
     float16/float32 array -- and, for ``kind == "probs"``, a stack of probability rows."""
     if soft_labels.dtype not in ACCEPTED_DTYPES:
         raise InvalidReply(f"dtype {soft_labels.dtype} is not float16/float32")
     if soft_labels.shape != (num_samples, num_classes):
-        raise InvalidReply(
-            f"shape {soft_labels.shape} != expected ({num_samples}, {num_classes})"
-        )
+        raise InvalidReply(f"shape {soft_labels.shape} != expected ({num_samples}, {num_classes})")
     if not np.isfinite(soft_labels).all():
         raise InvalidReply("contains NaN or infinite values")
     if kind == "probs":

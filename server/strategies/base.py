@@ -80,6 +80,27 @@ def _client_id(info: ClientInfo | None, node_id: int) -> int:
     return info.client_id if info is not None else -node_id
 
 
+def _error_reason(reply: Message) -> str:
+    """The last line of the error a client's handler raised (Flower sends the traceback)."""
+    lines = str(reply.error.reason).strip().splitlines() or ["unknown error"]
+    return lines[-1][:300]
+
+
+def _parse_describe(reply: Message) -> ClientInfo:
+    if reply.has_error():
+        raise InvalidReply(_error_reason(reply))
+    try:
+        metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+        config = reply.content.config_records[protocol.DESCRIBE_CONFIG]
+        client_id, num_examples = metrics[protocol.CLIENT_ID], metrics[protocol.NUM_EXAMPLES]
+        architecture = config[protocol.ARCHITECTURE]
+    except KeyError as err:
+        raise InvalidReply(f"describe reply lacks {err}") from err
+    if not (isinstance(client_id, int) and isinstance(num_examples, int) and num_examples > 0):
+        raise InvalidReply(f"bad client id {client_id!r} or example count {num_examples!r}")
+    return ClientInfo(reply.metadata.src_node_id, client_id, str(architecture), num_examples)
+
+
 class DistillationStrategy(ABC):
     """Base class: owns the round loop; subclasses choose what clients send and how it is merged.
 
@@ -177,8 +198,9 @@ class DistillationStrategy(ABC):
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
             metrics["consensus_accuracy"] = float("nan")
         acc, loss = evaluate(self.global_model, self._test_x, self._test_y)
-        client_acc = [m[protocol.TEST_ACCURACY] for m in result.client_metrics
-                      if protocol.TEST_ACCURACY in m]
+        client_acc = [
+            m[protocol.TEST_ACCURACY] for m in result.client_metrics if protocol.TEST_ACCURACY in m
+        ]
         metrics.update(
             global_accuracy=acc,
             global_loss=loss,
@@ -233,9 +255,7 @@ class DistillationStrategy(ABC):
         if self.state.consensus_probs is not None:
             assert self.state.consensus_indices is not None
             arrays[protocol.CONSENSUS_INDICES] = Array(self.state.consensus_indices)
-            arrays[protocol.CONSENSUS_PROBS] = Array(
-                self.state.consensus_probs.astype(np.float16)
-            )
+            arrays[protocol.CONSENSUS_PROBS] = Array(self.state.consensus_probs.astype(np.float16))
         content = RecordDict(
             {
                 protocol.ROUND_CONFIG: ConfigRecord({protocol.SERVER_ROUND: server_round}),
@@ -266,11 +286,13 @@ class DistillationStrategy(ABC):
             answered.add(node_id)
             cid = _client_id(info, node_id)
             if reply.has_error():
-                reason = str(reply.error.reason).strip().splitlines()[-1][:300]
+                reason = _error_reason(reply)
                 out.failed[cid] = reason
                 log.warning("client %d failed: %s", cid, reason)
                 continue
-            out.uplink_bytes += sum(rec.count_bytes() for rec in reply.content.array_records.values())
+            out.uplink_bytes += sum(
+                rec.count_bytes() for rec in reply.content.array_records.values()
+            )
             try:
                 if info is None:
                     raise InvalidReply(f"reply from node {node_id}, which was not sampled")
@@ -299,13 +321,17 @@ class DistillationStrategy(ABC):
             raise InvalidReply(f"no '{protocol.REPLY_ARRAYS}' array record")
         arrays = content.array_records[protocol.REPLY_ARRAYS]
         if set(arrays.keys()) != protocol.ALLOWED_REPLY_ARRAYS:
-            raise InvalidReply(f"arrays {sorted(arrays.keys())} != {sorted(protocol.ALLOWED_REPLY_ARRAYS)}")
+            raise InvalidReply(
+                f"arrays {sorted(arrays.keys())} != {sorted(protocol.ALLOWED_REPLY_ARRAYS)}"
+            )
         if protocol.REPLY_METRICS not in content.metric_records:
             raise InvalidReply(f"no '{protocol.REPLY_METRICS}' metric record")
         metrics = dict(content.metric_records[protocol.REPLY_METRICS])
         num_examples = metrics.get(protocol.NUM_EXAMPLES)
         if not isinstance(num_examples, int) or num_examples < 1:
-            raise InvalidReply(f"'{protocol.NUM_EXAMPLES}' must be a positive int, got {num_examples!r}")
+            raise InvalidReply(
+                f"'{protocol.NUM_EXAMPLES}' must be a positive int, got {num_examples!r}"
+            )
         try:
             soft = arrays[protocol.SOFT_LABELS].numpy()
         except Exception as err:  # a corrupt payload must not end the round
@@ -334,17 +360,17 @@ class DistillationStrategy(ABC):
 
     # ------------------------------------------------------------ roster
     def _wait_for_nodes(self, grid: Grid) -> None:
-        """Wait until ``clients.num_clients`` nodes are connected, or at most ``round_timeout``
-        seconds as long as ``clients.min_clients`` are."""
+        """Wait until ``clients.num_clients`` nodes are connected, or at most
+        ``node_wait_timeout`` seconds as long as ``clients.min_clients`` are."""
         want, need = self.cfg.clients.num_clients, self.cfg.clients.min_clients
-        deadline = time.monotonic() + self.cfg.round_timeout
+        deadline = time.monotonic() + self.cfg.node_wait_timeout
         while (num := len(list(grid.get_node_ids()))) < want:
             if time.monotonic() > deadline:
                 if num >= need:
                     log.warning("only %d of %d nodes connected; starting with them", num, want)
                     return
                 raise RuntimeError(
-                    f"only {num} nodes connected after {self.cfg.round_timeout:.0f}s; "
+                    f"only {num} nodes connected after {self.cfg.node_wait_timeout:.0f}s; "
                     f"clients.min_clients={need}"
                 )
             time.sleep(NODE_WAIT_POLL_SECONDS)
@@ -364,21 +390,11 @@ class DistillationStrategy(ABC):
         ]
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
             node_id = reply.metadata.src_node_id
-            if reply.has_error():
-                log.warning(
-                    "node %d could not describe itself: %s",
-                    node_id,
-                    str(reply.error.reason).strip().splitlines()[-1][:300],
-                )
+            try:
+                info = _parse_describe(reply)
+            except InvalidReply as err:
+                log.warning("node %d could not describe itself: %s", node_id, err)
                 continue
-            metrics = reply.content.metric_records[protocol.REPLY_METRICS]
-            config = reply.content.config_records[protocol.DESCRIBE_CONFIG]
-            info = ClientInfo(
-                node_id=node_id,
-                client_id=int(metrics[protocol.CLIENT_ID]),
-                architecture=str(config[protocol.ARCHITECTURE]),
-                num_examples=int(metrics[protocol.NUM_EXAMPLES]),
-            )
             # A restarted SuperNode comes back under a new node id: forget the old one.
             for old in [n for n, c in self.state.roster.items() if c.client_id == info.client_id]:
                 del self.state.roster[old]

@@ -1,5 +1,6 @@
 """Every config file composes and validates; bad keys and values fail naming the key."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,12 +70,12 @@ def test_client_sampling_fraction_and_minimum():
     ],
 )
 def test_bad_values_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         compose([override])
 
 
 def test_fedmd_cannot_use_era():
-    with pytest.raises(ConfigError, match="algorithm.aggregation"):
+    with pytest.raises(ConfigError, match=r"algorithm\.aggregation"):
         from_dict({"algorithm": {"name": "fedmd", "aggregation": "era"}})
 
 

@@ -56,8 +56,11 @@ def test_era_entropy_is_lower_than_mean_entropy():
 def test_softmax_with_temperature_and_float16_input():
     logits = np.array([[0.0, np.log(3.0)]], dtype=np.float16)
     assert_allclose(aggregation.softmax(logits), [[0.25, 0.75]], rtol=1e-3)
-    assert_allclose(aggregation.softmax(np.array([[0.0, 2.0]]), temperature=2.0)[0, 0],
-                    1 / (1 + np.e), rtol=1e-9)
+    assert_allclose(
+        aggregation.softmax(np.array([[0.0, 2.0]]), temperature=2.0)[0, 0],
+        1 / (1 + np.e),
+        rtol=1e-9,
+    )
 
 
 def test_rejects_wrong_rank():

@@ -10,7 +10,9 @@ def _probs(n=4, k=3):
 
 def test_accepts_valid_probs_and_logits():
     check_soft_labels(_probs(), 4, 3, "probs")
-    check_soft_labels(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), 4, 3, "logits")
+    check_soft_labels(
+        np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), 4, 3, "logits"
+    )
 
 
 @pytest.mark.parametrize(

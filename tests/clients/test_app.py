@@ -1,0 +1,105 @@
+"""The ClientApp called directly with real Flower Messages and a Context."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from clients.app import MODEL_STATE, app
+from fedkd import protocol
+from fedkd.config import to_json
+from fedkd.experiment import client_private_data, load_data
+from tests.conftest import digits_config
+
+
+def _context(cfg, partition_id=1, num_partitions=4):
+    return Context(
+        run_id=1,
+        node_id=100 + partition_id,
+        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        state=RecordDict(),
+        run_config={protocol.RUN_CONFIG_KEY: to_json(cfg)},
+    )
+
+
+def _round_message(server_round, public_idx, consensus=None):
+    arrays = {protocol.PUBLIC_INDICES: Array(public_idx.astype(np.int32))}
+    if consensus is not None:
+        idx, probs = consensus
+        arrays[protocol.CONSENSUS_INDICES] = Array(idx.astype(np.int32))
+        arrays[protocol.CONSENSUS_PROBS] = Array(probs.astype(np.float16))
+    content = RecordDict(
+        {
+            protocol.ROUND_CONFIG: ConfigRecord({protocol.SERVER_ROUND: server_round}),
+            protocol.ROUND_ARRAYS: ArrayRecord(arrays),
+        }
+    )
+    return Message(content, dst_node_id=101, message_type=protocol.KD_ROUND)
+
+
+def test_describe_reports_identity_architecture_and_size():
+    cfg = digits_config()
+    ctx = _context(cfg, partition_id=1)
+    reply = app(Message(RecordDict(), dst_node_id=101, message_type=protocol.DESCRIBE), ctx)
+    assert not reply.has_error(), reply.error
+    metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+    assert metrics[protocol.CLIENT_ID] == 1
+    assert metrics[protocol.NUM_EXAMPLES] == len(client_private_data(cfg, 1, 4))
+    arch = reply.content.config_records[protocol.DESCRIBE_CONFIG][protocol.ARCHITECTURE]
+    assert arch == cfg.clients.architecture_of(1) == "mlp"
+
+
+@pytest.mark.parametrize(("algorithm", "kind"), [("dsfl", "probs"), ("fedmd", "logits")])
+def test_kd_round_replies_only_soft_labels_and_metrics(algorithm, kind):
+    cfg = digits_config(f"algorithm={algorithm}", "clients.revisit_epochs=3")
+    ctx = _context(cfg, partition_id=0)
+    splits = load_data(cfg.dataset, cfg.seed)
+    public_idx = np.arange(0, 200, 2)
+
+    reply = app(_round_message(1, public_idx), ctx)
+    assert not reply.has_error(), reply.error
+    # The wire contract: exactly one array (the soft labels) and one metric record.
+    assert set(reply.content.keys()) == {protocol.REPLY_ARRAYS, protocol.REPLY_METRICS}
+    arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
+    assert set(arrays.keys()) == {protocol.SOFT_LABELS}
+    soft = arrays[protocol.SOFT_LABELS].numpy()
+    assert soft.shape == (len(public_idx), splits.num_classes)
+    assert soft.dtype == np.float16
+    if kind == "probs":
+        np.testing.assert_allclose(soft.astype(np.float64).sum(axis=1), 1.0, atol=1e-2)
+    metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+    assert metrics[protocol.NUM_EXAMPLES] == len(client_private_data(cfg, 0, 4))
+    # the student learnt something on its private data: well above chance (0.1) on the test set
+    assert metrics[protocol.TEST_ACCURACY] > 0.5
+    # its predictions on the public subset agree with the (hidden) public labels above chance
+    assert (soft.argmax(1) == splits.public.y[public_idx]).mean() > 0.5
+    # the student stays on the node, in context.state
+    assert MODEL_STATE in ctx.state.array_records
+
+
+def test_student_persists_in_context_state_and_digests_consensus():
+    cfg = digits_config("clients.revisit_epochs=0", "clients.digest_epochs=20")
+    ctx = _context(cfg, partition_id=2)
+    public_idx = np.arange(100)
+    first = app(_round_message(1, public_idx), ctx)
+    before = first.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    # A consensus that says "class 3" everywhere: after digesting it the student must move there.
+    target = np.zeros((100, 10), dtype=np.float32)
+    target[:, 3] = 1.0
+    reply = app(_round_message(2, public_idx, consensus=(public_idx, target)), ctx)
+    after = reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    assert (after.argmax(1) == 3).mean() > 0.9 > (before.argmax(1) == 3).mean()
+    assert reply.content.metric_records[protocol.REPLY_METRICS][protocol.DIGEST_LOSS] >= 0
+
+
+def test_node_without_partition_id_fails_with_a_clear_error():
+    # Called directly the app raises; Flower's runtime turns that into an error reply.
+    cfg = digits_config()
+    ctx = Context(
+        run_id=1,
+        node_id=7,
+        node_config={},
+        state=RecordDict(),
+        run_config={protocol.RUN_CONFIG_KEY: to_json(cfg)},
+    )
+    with pytest.raises(ValueError, match="partition-id"):
+        app(_round_message(1, np.arange(10)), ctx)

@@ -1,0 +1,161 @@
+"""Strategies fed real reply Messages: the round template, validation and the algorithms' hooks."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
+
+from clients.app import app as client_app
+from fedkd import protocol
+from fedkd.config import to_json
+from fedkd.experiment import build_global_model, load_data
+from fedkd.results import RunRecorder, read_metrics
+from server.strategies import DSFL, STRATEGIES, FedMD
+from tests.conftest import digits_config
+from tests.server.grid import InProcessGrid
+
+
+def _strategy(cfg, tmp_path):
+    splits = load_data(cfg.dataset, cfg.seed)
+    recorder = RunRecorder(tmp_path / "run", cfg)
+    return STRATEGIES[cfg.algorithm.name](cfg, splits, build_global_model(cfg, splits), recorder)
+
+
+def _grid(cfg):
+    return InProcessGrid(
+        client_app, {protocol.RUN_CONFIG_KEY: to_json(cfg)}, cfg.clients.num_clients
+    )
+
+
+def _replace_soft_labels(array):
+    def tamper(msg, reply):
+        metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+        content = RecordDict(
+            {
+                protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(array)}),
+                protocol.REPLY_METRICS: metrics,
+            }
+        )
+        return Message(content, reply_to=msg)
+
+    return tamper
+
+
+def test_registry_uses_one_name_per_algorithm():
+    assert {"fedmd": FedMD, "dsfl": DSFL} == STRATEGIES
+    assert FedMD.soft_label_kind == "logits" and DSFL.soft_label_kind == "probs"
+
+
+def test_dsfl_aggregate_is_era_and_fedmd_softens_mean_logits(tmp_path):
+    stack = np.array([[[2.0, 0.0]], [[0.0, 0.0]]], dtype=np.float32)  # 2 clients, 1 sample
+    fedmd = _strategy(digits_config("algorithm=fedmd", "algorithm.temperature=2.0"), tmp_path)
+    # mean logits (1, 0) / T=2 -> softmax((0.5, 0))
+    p = 1 / (1 + np.exp(-0.5))
+    np.testing.assert_allclose(
+        fedmd.aggregate(stack, np.array([1.0, 1.0])), [[p, 1 - p]], rtol=1e-5
+    )
+    dsfl = _strategy(digits_config("algorithm=dsfl"), tmp_path / "b")
+    probs = np.array([[[0.9, 0.1]], [[0.5, 0.5]]], dtype=np.float32)
+    q = 1 / (1 + np.exp(-4.0))  # mean (0.7, 0.3) / 0.1 -> softmax((7, 3))
+    np.testing.assert_allclose(dsfl.aggregate(probs, np.array([1.0, 1.0])), [[q, 1 - q]], rtol=1e-5)
+
+
+def test_a_round_learns_and_counts_bytes(tmp_path):
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    metrics = strategy.run_round(grid, 1)
+    assert metrics["num_accepted"] == 4 and metrics["num_rejected"] == 0
+    assert metrics["global_accuracy"] > 0.5
+    assert metrics["consensus_accuracy"] > 0.5
+    n, k = metrics["public_samples"], 10
+    assert metrics["uplink_bytes"] >= 4 * n * k * 2  # four float16 (n, K) matrices
+    assert metrics["downlink_bytes"] > 0
+    # round 2 sends the consensus back
+    strategy.run_round(grid, 2)
+    last = grid.sent[-1].content.array_records[protocol.ROUND_ARRAYS]
+    assert {protocol.CONSENSUS_PROBS, protocol.CONSENSUS_INDICES} <= set(last.keys())
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (np.full((3, 10), 0.1, dtype=np.float16), "shape"),
+        (np.full((500, 10), np.nan, dtype=np.float16), "NaN"),
+        (np.full((500, 10), 0.5, dtype=np.float16), "sum to 1"),
+        (np.full((500, 10), 0.1, dtype=np.float64), "dtype"),
+    ],
+)
+def test_malformed_replies_are_rejected_logged_and_counted(tmp_path, caplog, bad, reason):
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    bad_node = sorted(grid.contexts)[2]
+    grid.tamper[bad_node] = _replace_soft_labels(bad)
+    metrics = strategy.run_round(grid, 1)
+    assert metrics["num_rejected"] == 1 and metrics["num_accepted"] == 3
+    assert reason in metrics["rejected"][2]
+    assert "rejected reply of client 2" in caplog.text
+    assert metrics["global_accuracy"] > 0.5  # the round went on with the others
+
+
+def test_replies_carrying_anything_but_soft_labels_are_rejected(tmp_path):
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+
+    def smuggle_weights(msg, reply):
+        reply.content["weights"] = ArrayRecord({"w": Array(np.zeros(10, dtype=np.float32))})
+        return reply
+
+    def no_count(msg, reply):
+        arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
+        return Message(
+            RecordDict({protocol.REPLY_ARRAYS: arrays, protocol.REPLY_METRICS: MetricRecord({})}),
+            reply_to=msg,
+        )
+
+    nodes = sorted(grid.contexts)
+    grid.tamper[nodes[0]] = smuggle_weights
+    grid.tamper[nodes[1]] = no_count
+    grid.tamper[nodes[3]] = lambda msg, reply: Message(Error(code=2, reason="boom"), reply_to=msg)
+    metrics = strategy.run_round(grid, 1)
+    assert set(metrics["rejected"]) == {0, 1}
+    assert "unexpected records" in metrics["rejected"][0]
+    assert protocol.NUM_EXAMPLES in metrics["rejected"][1]
+    assert metrics["failed"] == {3: "boom"}
+    assert metrics["num_accepted"] == 1
+
+
+def test_missing_replies_are_recorded_and_all_bad_round_keeps_the_model(tmp_path):
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    for node in grid.contexts:
+        grid.tamper[node] = lambda msg, reply: None  # nobody answers
+    metrics = strategy.run_round(grid, 1)
+    assert metrics["missing"] == [0, 1, 2, 3]
+    assert np.isnan(metrics["consensus_accuracy"])
+    assert strategy.state.consensus_probs is None
+
+
+def test_sampling_is_seeded_by_client_id_not_node_id(tmp_path):
+    cfg = digits_config("clients.fraction=0.5", "clients.min_clients=1")
+    a, b = _strategy(cfg, tmp_path / "a"), _strategy(cfg, tmp_path / "b")
+    grid_a, grid_b = _grid(cfg), _grid(cfg)
+    # node ids differ between the two federations, client ids do not
+    grid_b.contexts = {n + 555: c for n, c in grid_a.contexts.items()}
+    picks = []
+    for strategy, grid in ((a, grid_a), (b, grid_b)):
+        online = strategy._update_roster(grid)
+        picks.append([[c.client_id for c in strategy.sample_clients(r, online)] for r in (1, 2, 3)])
+    assert picks[0] == picks[1]
+    assert all(len(p) == 2 for p in picks[0])
+
+
+def test_start_writes_run_folder(tmp_path):
+    cfg = digits_config(num_rounds=2)
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    summary = strategy.start(grid)
+    rounds = read_metrics(tmp_path / "run")
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert summary["rounds"] == 2 and summary["status"] == "completed"
+    assert summary["final_global_accuracy"] == rounds[-1]["global_accuracy"]
+    assert summary["uplink_bytes_total"] == sum(r["uplink_bytes"] for r in rounds)
+    assert (tmp_path / "run" / "global_model.pt").is_file()
+    assert (tmp_path / "run" / "config.json").is_file()
