@@ -15,47 +15,71 @@ from clients.dsfl import DSFLClient
 from clients.fedmd import FedMDClient
 from fedkd import protocol
 from fedkd.config import ExperimentConfig, from_run_config
+from fedkd.data import ArrayDataset, DatasetSplits
+from fedkd.data.node import load_node_private
 from fedkd.experiment import build_client_model, client_private_data, load_data
 from fedkd.models import count_parameters
 
 CLIENTS: dict[str, type[KDClient]] = {"fedmd": FedMDClient, "dsfl": DSFLClient}
 MODEL_STATE = "student"  # context.state key of the student's weights (stays on the node)
+# Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
+NODE_DATA_DIR = "data-dir"
+NODE_CLIENT_ID = "client-id"
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"
 
 log = logging.getLogger("fedkd.client")
 app = ClientApp()
 
 
-def _identity(context: Context, cfg: ExperimentConfig) -> tuple[int, int]:
-    """(client id, number of partitions) from the node config; simulation sets both."""
-    node_config = context.node_config
-    if "partition-id" not in node_config:
+def _node_int(context: Context, key: str) -> int | None:
+    value = context.node_config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not str(value).isdigit():
+        raise ValueError(f"node config '{key}' must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _private_data(
+    context: Context, cfg: ExperimentConfig, splits: DatasetSplits
+) -> tuple[int, ArrayDataset]:
+    """(client id, private data) of this node, from its node config.
+
+    * ``data-dir=<path>``: the node's own files (see ``fedkd.data.node``); the client id is
+      ``client-id`` if given, else ``partition-id``, else derived from the node id.
+    * ``partition-id=<i> num-partitions=<n>``: a demo share of the configured dataset (what
+      Flower's simulation sets).
+    """
+    client_id = _node_int(context, NODE_CLIENT_ID)
+    partition_id = _node_int(context, NODE_PARTITION_ID)
+    data_dir = context.node_config.get(NODE_DATA_DIR)
+    if data_dir:
+        if client_id is None:
+            client_id = partition_id if partition_id is not None else context.node_id % 2**31
+        return client_id, load_node_private(str(data_dir), splits)
+    if partition_id is None:
         raise ValueError(
-            "this SuperNode has no 'partition-id' in its node config: start it with "
+            "this SuperNode has neither 'data-dir' nor 'partition-id' in its node config: "
+            'start it with --node-config "data-dir=/path/to/data" or '
             '--node-config "partition-id=<i> num-partitions=<n>"'
         )
-    num_partitions = int(node_config.get("num-partitions", cfg.clients.num_clients))
-    return int(node_config["partition-id"]), num_partitions
+    num_partitions = _node_int(context, NODE_NUM_PARTITIONS) or cfg.clients.num_clients
+    private = client_private_data(cfg, partition_id, num_partitions)
+    return (partition_id if client_id is None else client_id), private
 
 
 def _make_client(context: Context) -> KDClient:
     cfg = from_run_config(context.run_config)
     torch.set_num_threads(cfg.clients.num_threads)
-    client_id, num_partitions = _identity(context, cfg)
     splits = load_data(cfg.dataset, cfg.seed)
+    client_id, private = _private_data(context, cfg, splits)
     model = build_client_model(cfg, client_id, splits)
     if MODEL_STATE in context.state.array_records:
         model.load_state_dict(context.state.array_records[MODEL_STATE].to_torch_state_dict())
-    test = splits.test.subset(
-        torch.arange(min(cfg.clients.num_eval_samples, len(splits.test))).numpy()
-    )
-    return CLIENTS[cfg.algorithm.name](
-        cfg,
-        client_id,
-        model,
-        client_private_data(cfg, client_id, num_partitions),
-        splits.public.x,
-        test,
-    )
+    num_eval = min(cfg.clients.num_eval_samples, len(splits.test))
+    test = splits.test.subset(torch.arange(num_eval).numpy())
+    return CLIENTS[cfg.algorithm.name](cfg, client_id, model, private, splits.public.x, test)
 
 
 @app.query("describe")
@@ -84,10 +108,10 @@ def kd_round(msg: Message, context: Context) -> Message:
     """One round: digest the consensus, revisit private data, predict on the public subset."""
     client = _make_client(context)
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
-    has_consensus = protocol.CONSENSUS_PROBS in arrays
     server_round = msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]
     if not isinstance(server_round, int):
         raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int, got {server_round!r}")
+    has_consensus = protocol.CONSENSUS_PROBS in arrays
     task = RoundTask(
         server_round=server_round,
         public_indices=arrays[protocol.PUBLIC_INDICES].numpy(),

@@ -57,6 +57,10 @@ class RunRecorder:
 
     def write_summary(self, status: str = "completed", **extra: Any) -> dict[str, Any]:
         accs = [r["global_accuracy"] for r in self._rounds if not math.isnan(r["global_accuracy"])]
+        missing_by_client: dict[str, list[int]] = {}  # client id -> rounds it did not deliver
+        for r in self._rounds:
+            for cid in sorted({*r["missing"], *map(int, r["failed"])}):
+                missing_by_client.setdefault(str(cid), []).append(r["round"])
         summary: dict[str, Any] = {
             "status": status,
             "rounds": len(self._rounds),
@@ -68,6 +72,7 @@ class RunRecorder:
             "rejected_replies_total": sum(r["num_rejected"] for r in self._rounds),
             "failed_replies_total": sum(r["num_failed"] for r in self._rounds),
             "missing_replies_total": sum(r["num_missing"] for r in self._rounds),
+            "missing_by_client": missing_by_client,
             "wall_seconds": round(self.wall_seconds, 3),
             **extra,
         }

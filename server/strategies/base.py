@@ -59,6 +59,7 @@ class ServerState:
     """Everything the server carries from one round to the next (besides the global model)."""
 
     roster: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
+    unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
     consensus_probs: np.ndarray | None = None  # (m, K)
 
@@ -172,7 +173,10 @@ class DistillationStrategy(ABC):
             )
         self.recorder.save_model(self.global_model)
         return self.recorder.write_summary(
-            clients=[vars(c) for c in sorted(self.state.roster.values(), key=lambda c: c.client_id)]
+            clients=[
+                vars(c) for c in sorted(self.state.roster.values(), key=lambda c: c.client_id)
+            ],
+            unusable_nodes={str(n): why for n, why in self.state.unusable.items()},
         )
 
     def run_round(self, grid: Grid, server_round: int) -> dict[str, Any]:
@@ -381,7 +385,7 @@ class DistillationStrategy(ABC):
         Returns the ids of the nodes online now.
         """
         online = set(grid.get_node_ids())
-        new = sorted(online - set(self.state.roster))
+        new = sorted(online - set(self.state.roster) - set(self.state.unusable))
         if not new:
             return online
         messages = [
@@ -393,7 +397,9 @@ class DistillationStrategy(ABC):
             try:
                 info = _parse_describe(reply)
             except InvalidReply as err:
-                log.warning("node %d could not describe itself: %s", node_id, err)
+                # e.g. its data is missing: the run goes on without it (not asked again)
+                self.state.unusable[node_id] = str(err)
+                log.warning("node %d cannot take part: %s", node_id, err)
                 continue
             # A restarted SuperNode comes back under a new node id: forget the old one.
             for old in [n for n, c in self.state.roster.items() if c.client_id == info.client_id]:

@@ -101,5 +101,5 @@ def test_node_without_partition_id_fails_with_a_clear_error():
         state=RecordDict(),
         run_config={protocol.RUN_CONFIG_KEY: to_json(cfg)},
     )
-    with pytest.raises(ValueError, match="partition-id"):
+    with pytest.raises(ValueError, match=r"data-dir.*partition-id"):
         app(_round_message(1, np.arange(10)), ctx)

@@ -1,0 +1,117 @@
+"""Real deployment on 127.0.0.1: flower-superlink + flower-supernode processes, `fedkd mode=deploy`.
+
+Every process is started by `fedkd.cluster` and stopped by PID in teardown.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedkd import cluster
+from fedkd.results import read_metrics
+from tests.e2e.test_simulation import run_fedkd
+
+pytestmark = pytest.mark.deployment
+
+NUM_NODES = 3
+DEPLOY = ["experiment=digits_quick", "algorithm=dsfl", f"clients.num_clients={NUM_NODES}"]
+
+
+def deploy_command(out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "fedkd", "mode=deploy", f"connection={cluster.CONNECTION}",
+            *DEPLOY, *overrides, f"output_dir={out}"]  # fmt: skip
+
+
+def run_deploy(state: cluster.ClusterState, out: Path, *overrides: str) -> dict:
+    env = {**os.environ, "FLWR_HOME": str(state.flwr_home)}
+    proc = subprocess.run(
+        deploy_command(out, *overrides), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture
+def plain_cluster(tmp_path):
+    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=False)
+    yield state
+    cluster.down(Path(state.workdir))
+
+
+@pytest.fixture
+def tls_cluster(tmp_path):
+    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=True)
+    yield state
+    cluster.down(Path(state.workdir))
+
+
+def test_deployment_learns_and_matches_simulation(plain_cluster, tmp_path):
+    summary = run_deploy(plain_cluster, tmp_path / "deploy")
+    assert summary["status"] == "completed" and summary["rounds"] == 3
+    assert summary["final_global_accuracy"] >= 0.80
+    archs = {c["architecture"] for c in summary["clients"]}
+    assert len(archs) == NUM_NODES  # three different students
+    sim = run_fedkd(tmp_path, *DEPLOY, name="sim")
+    sim_summary = json.loads((sim / "summary.json").read_text())
+    assert abs(sim_summary["final_global_accuracy"] - summary["final_global_accuracy"]) <= 0.01
+    # one exchange per round (plus one describe at the start): rounds are recorded with times
+    assert all(r["round_seconds"] > 0 for r in read_metrics(tmp_path / "deploy"))
+
+
+def test_tls_with_node_auth_refuses_strangers(tls_cluster, tmp_path):
+    state = tls_cluster
+    # a node whose key was never registered, and a plaintext node: both must be refused
+    stranger_key, _ = cluster.generate_node_key(state.certs, "stranger")
+    stranger = cluster.start_supernode(state, 90, "partition-id=0 num-partitions=3", stranger_key)
+    plaintext = cluster.start_supernode(state, 91, "partition-id=1 num-partitions=3", insecure=True)
+    summary = run_deploy(state, tmp_path / "tls")
+    assert summary["status"] == "completed" and summary["final_global_accuracy"] >= 0.80
+    assert {c["client_id"] for c in summary["clients"]} == {0, 1, 2}
+    for proc in (stranger, plaintext):
+        assert proc.wait(timeout=60) != 0
+    log = (Path(state.workdir) / "supernode-90" / "supernode.log").read_text()
+    assert "Failed to activate SuperNode" in log or "2004" in log
+
+
+def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(plain_cluster, tmp_path):
+    state, out = plain_cluster, tmp_path / "faults"
+    env = {**os.environ, "FLWR_HOME": str(state.flwr_home)}
+    run = subprocess.Popen(
+        deploy_command(out, "num_rounds=5", "round_timeout=20"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_rounds(out, 1, run)
+        cluster.stop_pid(state.supernode_pids[2])  # client 2 dies after round 1
+        _wait_for_rounds(out, 3, run)
+        cluster.start_supernode(state, 2, "partition-id=2 num-partitions=3")  # ... and comes back
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = read_metrics(out)
+    assert summary["status"] == "completed" and summary["rounds"] == 5
+    lost = [r for r in rounds if 2 in r["missing"] or 2 in r["failed"]]
+    assert lost, "the dead node was never recorded as missing"
+    assert summary["missing_by_client"].get("2")
+    assert all(r["num_accepted"] >= 2 for r in rounds)  # the others carried on
+    assert 2 in {c["client_id"] for c in rounds[-1]["clients"]}, "node 2 did not rejoin"
+    assert summary["final_global_accuracy"] >= 0.80
+
+
+def _wait_for_rounds(out: Path, num: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= num:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"no {num} rounds after {timeout}s")
