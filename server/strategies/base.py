@@ -81,13 +81,24 @@ def _client_id(info: ClientInfo | None, node_id: int) -> int:
     return info.client_id if info is not None else -node_id
 
 
+def _addressee(reply: Message, messages: Sequence[Message]) -> int:
+    """The node a reply is about. Not always its sender: when a node is gone, the SuperLink
+    itself answers with an error ("Node Unavailable") in the node's stead."""
+    for message in messages:
+        if message.metadata.message_id and (
+            message.metadata.message_id == reply.metadata.reply_to_message_id
+        ):
+            return message.metadata.dst_node_id
+    return reply.metadata.src_node_id
+
+
 def _error_reason(reply: Message) -> str:
     """The last line of the error a client's handler raised (Flower sends the traceback)."""
     lines = str(reply.error.reason).strip().splitlines() or ["unknown error"]
     return lines[-1][:300]
 
 
-def _parse_describe(reply: Message) -> ClientInfo:
+def _parse_describe(reply: Message, node_id: int) -> ClientInfo:
     if reply.has_error():
         raise InvalidReply(_error_reason(reply))
     try:
@@ -99,7 +110,7 @@ def _parse_describe(reply: Message) -> ClientInfo:
         raise InvalidReply(f"describe reply lacks {err}") from err
     if not (isinstance(client_id, int) and isinstance(num_examples, int) and num_examples > 0):
         raise InvalidReply(f"bad client id {client_id!r} or example count {num_examples!r}")
-    return ClientInfo(reply.metadata.src_node_id, client_id, str(architecture), num_examples)
+    return ClientInfo(node_id, client_id, str(architecture), num_examples)
 
 
 class DistillationStrategy(ABC):
@@ -186,8 +197,8 @@ class DistillationStrategy(ABC):
         public_idx = self.sample_public(server_round)
         messages = self.configure_round(server_round, clients, public_idx)
         downlink = sum(m.content[protocol.ROUND_ARRAYS].count_bytes() for m in messages)
-        replies = grid.send_and_receive(messages, timeout=self.cfg.round_timeout)
-        result = self.collect(replies, clients, public_idx)
+        replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+        result = self.collect(replies, messages, clients, public_idx)
 
         metrics: dict[str, Any] = {"round": server_round}
         if result.soft_labels:
@@ -277,7 +288,11 @@ class DistillationStrategy(ABC):
         ]
 
     def collect(
-        self, replies: Iterable[Message], sent: Sequence[ClientInfo], public_idx: np.ndarray
+        self,
+        replies: Iterable[Message],
+        messages: Sequence[Message],
+        sent: Sequence[ClientInfo],
+        public_idx: np.ndarray,
     ) -> RoundReplies:
         """Validate replies; bad ones are logged and counted, never aggregated."""
         out = RoundReplies()
@@ -285,7 +300,7 @@ class DistillationStrategy(ABC):
         answered: set[int] = set()
         accepted: list[tuple[ClientInfo, np.ndarray, dict[str, float]]] = []
         for reply in replies:
-            node_id = reply.metadata.src_node_id
+            node_id = _addressee(reply, messages)
             info = by_node.get(node_id)
             answered.add(node_id)
             cid = _client_id(info, node_id)
@@ -393,9 +408,9 @@ class DistillationStrategy(ABC):
             for node_id in new
         ]
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
-            node_id = reply.metadata.src_node_id
+            node_id = _addressee(reply, messages)
             try:
-                info = _parse_describe(reply)
+                info = _parse_describe(reply, node_id)
             except InvalidReply as err:
                 # e.g. its data is missing: the run goes on without it (not asked again)
                 self.state.unusable[node_id] = str(err)

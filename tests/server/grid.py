@@ -4,6 +4,7 @@ It lets strategy tests drive whole rounds in milliseconds with real Messages; th
 tests use Flower's real simulation engine and deployment instead.
 """
 
+import uuid
 from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Message, RecordDict
@@ -36,6 +37,7 @@ class InProcessGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         replies = []
         for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as Flower's grids do
             self.sent.append(msg)
             node_id = msg.metadata.dst_node_id
             reply = self.app(msg, self.contexts[node_id])

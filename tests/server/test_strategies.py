@@ -159,3 +159,19 @@ def test_start_writes_run_folder(tmp_path):
     assert summary["uplink_bytes_total"] == sum(r["uplink_bytes"] for r in rounds)
     assert (tmp_path / "run" / "global_model.pt").is_file()
     assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_superlink_error_for_a_vanished_node_is_attributed_to_that_client(tmp_path):
+    """When a node is gone, the SuperLink answers in its stead (its own node id as sender)."""
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+
+    def node_unavailable(msg, reply):
+        error = Message(Error(code=3, reason="Node Unavailable"), reply_to=msg)
+        error.metadata.__dict__["_src_node_id"] = 1  # the SuperLink's node id
+        return error
+
+    grid.tamper[sorted(grid.contexts)[1]] = node_unavailable
+    metrics = strategy.run_round(grid, 1)
+    assert metrics["failed"] == {1: "Node Unavailable"}
+    assert metrics["missing"] == [] and metrics["num_accepted"] == 3
