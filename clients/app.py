@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 
 from clients.base import KDClient, RoundTask
 from clients.dsfl import DSFLClient
+from clients.feddf import FedDFClient
 from clients.fedmd import FedMDClient
 from fedkd import protocol
 from fedkd.config import ExperimentConfig, from_run_config
@@ -20,7 +21,11 @@ from fedkd.data.node import load_node_private
 from fedkd.experiment import build_client_model, client_private_data, load_data
 from fedkd.models import count_parameters
 
-CLIENTS: dict[str, type[KDClient]] = {"fedmd": FedMDClient, "dsfl": DSFLClient}
+CLIENTS: dict[str, type[KDClient]] = {
+    "fedmd": FedMDClient,
+    "dsfl": DSFLClient,
+    "feddf": FedDFClient,
+}
 MODEL_STATE = "student"  # context.state key of the student's weights (stays on the node)
 # Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
 NODE_DATA_DIR = "data-dir"

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 CONF_DIR: Final = Path(__file__).resolve().parent.parent / "conf"
 
-ALGORITHMS: Final = ("fedmd", "dsfl")
+ALGORITHMS: Final = ("fedmd", "dsfl", "feddf")
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
 DATASETS: Final = ("fmnist", "digits")
 PARTITIONS: Final = ("iid", "dirichlet", "shards")
@@ -83,12 +83,19 @@ class AlgorithmConfig:
     aggregation: str = "era"
     temperature: float = 1.0  # distillation temperature T (FedMD also softens the mean logits by T)
     era_temperature: float = 0.1  # DS-FL's sharpening temperature for ERA
+    consensus_memory: bool = False  # average each public sample's consensus over rounds
+    client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
+    holdout_fraction: float = 0.2  # feddf: public share held out for early stopping
+    patience: int = 2  # feddf: distillation epochs without improvement before stopping
 
     def __post_init__(self) -> None:
         _one_of(self.name, ALGORITHMS, "algorithm.name")
         _one_of(self.aggregation, AGGREGATIONS, "algorithm.aggregation")
         _require(self.temperature > 0, "algorithm.temperature", "must be > 0")
         _require(self.era_temperature > 0, "algorithm.era_temperature", "must be > 0")
+        _one_of(self.client_teacher, ("consensus", "global"), "algorithm.client_teacher")
+        _require(0 < self.holdout_fraction < 1, "algorithm.holdout_fraction", "must be in (0, 1)")
+        _require(self.patience >= 1, "algorithm.patience", "must be >= 1")
         _require(
             self.name == "dsfl" or self.aggregation != "era",
             "algorithm.aggregation",

@@ -42,8 +42,17 @@ def make_kd_loss(temperature: float) -> LossFn:
     return loss_fn
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train(
-    model: nn.Module, x: Tensor, targets: Tensor, loss_fn: LossFn, cfg: TrainConfig
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with Adam; return the mean loss terms of the last epoch.
 
@@ -54,12 +63,15 @@ def train(
     targets : Tensor, shape (N,) int64 labels or (N, K) float probs -- whatever ``loss_fn`` takes
     loss_fn : LossFn
     cfg : TrainConfig; ``cfg.seed`` fixes the batch order, so a run is reproducible
+    optimizer : torch.optim.Optimizer, optional
+        To carry optimizer state across calls; default: a fresh Adam with ``cfg.lr``.
     """
     if len(x) != len(targets):
         raise ValueError(f"x has {len(x)} samples but targets has {len(targets)}")
     if cfg.epochs == 0 or len(x) == 0:
         return {}
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer is None:
+        optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     model.train()
     totals: dict[str, float] = {}

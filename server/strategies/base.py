@@ -35,6 +35,7 @@ from fedkd.training import (
     derive_seed,
     evaluate,
     make_kd_loss,
+    predict_logits,
     train,
 )
 from fedkd.validation import InvalidReply, check_soft_labels
@@ -60,6 +61,8 @@ class ServerState:
 
     roster: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
     unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
+    memory_sum: np.ndarray | None = None  # (num_public, K) running consensus sums
+    memory_count: np.ndarray | None = None  # (num_public,) rounds that queried each sample
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
     consensus_probs: np.ndarray | None = None  # (m, K)
 
@@ -151,6 +154,28 @@ class DistillationStrategy(ABC):
     def aggregate(self, soft_labels: np.ndarray, num_examples: np.ndarray) -> np.ndarray:
         """Merge client soft labels (C, n, K) into consensus *probabilities* (n, K)."""
 
+    def client_teacher(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
+        """What the clients digest next round: the consensus itself, or (``algorithm.
+        client_teacher=global``) the freshly distilled global model's predictions, which are
+        smoother from round to round than a consensus of a few sampled clients."""
+        if self.cfg.algorithm.client_teacher == "consensus":
+            return consensus
+        logits = predict_logits(self.global_model, self._public_x[public_idx])
+        return torch.softmax(logits / self.cfg.algorithm.temperature, dim=1).numpy()
+
+    def remember(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
+        """Running consensus: each public sample's probabilities averaged over every round that
+        queried it, so one round's few (skewed) clients cannot swing the target."""
+        state = self.state
+        if state.memory_sum is None or state.memory_count is None:
+            state.memory_sum = np.zeros((len(self.splits.public), consensus.shape[1]))
+            state.memory_count = np.zeros(len(self.splits.public))
+        state.memory_sum[public_idx] += consensus
+        state.memory_count[public_idx] += 1
+        return (state.memory_sum[public_idx] / state.memory_count[public_idx, None]).astype(
+            np.float32
+        )
+
     # ------------------------------------------------------------ the loop
     def start(self, grid: Grid) -> dict[str, Any]:
         """Run every round; return the summary (also written to the run folder)."""
@@ -205,10 +230,13 @@ class DistillationStrategy(ABC):
             stack = np.stack(result.soft_labels)  # (C, n, K)
             weights = np.array([c.num_examples for c in result.clients], dtype=np.float64)
             consensus = self.aggregate(stack, weights)  # (n, K) probs
+            if self.cfg.algorithm.consensus_memory:
+                consensus = self.remember(public_idx, consensus)
             public_y = self.splits.public.y[public_idx]
             metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
             metrics.update(self.distill_global(server_round, public_idx, consensus))
-            self.state.consensus_indices, self.state.consensus_probs = public_idx, consensus
+            self.state.consensus_indices = public_idx
+            self.state.consensus_probs = self.client_teacher(public_idx, consensus)
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
             metrics["consensus_accuracy"] = float("nan")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 
 from clients.app import app as client_app
@@ -9,7 +10,8 @@ from fedkd import protocol
 from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
-from server.strategies import DSFL, STRATEGIES, FedMD
+from fedkd.training import predict_logits
+from server.strategies import DSFL, STRATEGIES, FedDF, FedMD
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -41,7 +43,7 @@ def _replace_soft_labels(array):
 
 
 def test_registry_uses_one_name_per_algorithm():
-    assert {"fedmd": FedMD, "dsfl": DSFL} == STRATEGIES
+    assert {"fedmd": FedMD, "dsfl": DSFL, "feddf": FedDF} == STRATEGIES
     assert FedMD.soft_label_kind == "logits" and DSFL.soft_label_kind == "probs"
 
 
@@ -175,3 +177,27 @@ def test_superlink_error_for_a_vanished_node_is_attributed_to_that_client(tmp_pa
     metrics = strategy.run_round(grid, 1)
     assert metrics["failed"] == {1: "Node Unavailable"}
     assert metrics["missing"] == [] and metrics["num_accepted"] == 3
+
+
+def test_feddf_early_stops_on_holdout_and_refreshes_clients_from_the_global_model(tmp_path):
+    cfg = digits_config("algorithm=feddf", "model.distill_epochs=30")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    metrics = strategy.run_round(grid, 1)
+    assert metrics["global_accuracy"] > 0.5
+    assert 1 <= metrics["server_epochs"] < 30  # stopped early on the held-out public samples
+    # what goes back to the clients is the global model's prediction, not the raw ensemble
+    idx = strategy.state.consensus_indices
+    logits = predict_logits(strategy.global_model, strategy._public_x[idx])
+    np.testing.assert_allclose(
+        strategy.state.consensus_probs, torch.softmax(logits, dim=1).numpy(), rtol=1e-5
+    )
+
+
+def test_consensus_memory_averages_over_rounds(tmp_path):
+    cfg = digits_config("algorithm.consensus_memory=true")
+    strategy = _strategy(cfg, tmp_path)
+    idx = np.array([0, 1])
+    first = strategy.remember(idx, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    np.testing.assert_allclose(first, [[1.0, 0.0], [0.0, 1.0]])
+    second = strategy.remember(np.array([1, 2]), np.array([[1.0, 0.0], [0.5, 0.5]]))
+    np.testing.assert_allclose(second, [[0.5, 0.5], [0.5, 0.5]])  # sample 1 seen twice
