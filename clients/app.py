@@ -5,11 +5,14 @@ simulation and deployment alike), never in module globals.
 """
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
+from clients import fedavg
 from clients.base import KDClient, RoundTask
 from clients.dsfl import DSFLClient
 from clients.feddf import FedDFClient
@@ -18,7 +21,12 @@ from fedkd import protocol
 from fedkd.config import ExperimentConfig, from_run_config
 from fedkd.data import ArrayDataset, DatasetSplits
 from fedkd.data.node import load_node_private
-from fedkd.experiment import build_client_model, client_private_data, load_data
+from fedkd.experiment import (
+    build_client_model,
+    client_architecture,
+    client_private_data,
+    load_data,
+)
 from fedkd.models import count_parameters
 
 CLIENTS: dict[str, type[KDClient]] = {
@@ -74,7 +82,19 @@ def _private_data(
     return (partition_id if client_id is None else client_id), private
 
 
-def _make_client(context: Context) -> KDClient:
+@dataclass(frozen=True)
+class Node:
+    """Everything a handler needs on this node; the model holds the persisted student."""
+
+    cfg: ExperimentConfig
+    client_id: int
+    model: nn.Module
+    private: ArrayDataset
+    test: ArrayDataset
+    splits: DatasetSplits
+
+
+def _load_node(context: Context) -> Node:
     cfg = from_run_config(context.run_config)
     torch.set_num_threads(cfg.clients.num_threads)
     splits = load_data(cfg.dataset, cfg.seed)
@@ -84,24 +104,31 @@ def _make_client(context: Context) -> KDClient:
         model.load_state_dict(context.state.array_records[MODEL_STATE].to_torch_state_dict())
     num_eval = min(cfg.clients.num_eval_samples, len(splits.test))
     test = splits.test.subset(torch.arange(num_eval).numpy())
-    return CLIENTS[cfg.algorithm.name](cfg, client_id, model, private, splits.public.x, test)
+    return Node(cfg, client_id, model, private, test, splits)
+
+
+def _server_round(msg: Message) -> int:
+    server_round = msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]
+    if not isinstance(server_round, int):
+        raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int, got {server_round!r}")
+    return server_round
 
 
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
     """Tell the server who this client is: id, architecture, number of private examples."""
-    client = _make_client(context)
+    node = _load_node(context)
     content = RecordDict(
         {
             protocol.REPLY_METRICS: MetricRecord(
                 {
-                    protocol.CLIENT_ID: client.client_id,
-                    protocol.NUM_EXAMPLES: len(client.private),
-                    protocol.NUM_PARAMETERS: count_parameters(client.model),
+                    protocol.CLIENT_ID: node.client_id,
+                    protocol.NUM_EXAMPLES: len(node.private),
+                    protocol.NUM_PARAMETERS: count_parameters(node.model),
                 }
             ),
             protocol.DESCRIBE_CONFIG: ConfigRecord(
-                {protocol.ARCHITECTURE: client.cfg.clients.architecture_of(client.client_id)}
+                {protocol.ARCHITECTURE: client_architecture(node.cfg, node.client_id)}
             ),
         }
     )
@@ -111,11 +138,12 @@ def describe(msg: Message, context: Context) -> Message:
 @app.train("kd_round")
 def kd_round(msg: Message, context: Context) -> Message:
     """One round: digest the consensus, revisit private data, predict on the public subset."""
-    client = _make_client(context)
+    node = _load_node(context)
+    client = CLIENTS[node.cfg.algorithm.name](
+        node.cfg, node.client_id, node.model, node.private, node.splits.public.x, node.test
+    )
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
-    server_round = msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]
-    if not isinstance(server_round, int):
-        raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int, got {server_round!r}")
+    server_round = _server_round(msg)
     has_consensus = protocol.CONSENSUS_PROBS in arrays
     task = RoundTask(
         server_round=server_round,
@@ -130,6 +158,27 @@ def kd_round(msg: Message, context: Context) -> Message:
             protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),
             protocol.REPLY_METRICS: MetricRecord(
                 {protocol.NUM_EXAMPLES: len(client.private), **metrics}
+            ),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.train()
+def fedavg_train(msg: Message, context: Context) -> Message:
+    """The FedAvg baseline's round: start from the global weights, train, send weights back."""
+    node = _load_node(context)
+    node.model.load_state_dict(
+        msg.content.array_records[protocol.ROUND_ARRAYS].to_torch_state_dict()
+    )
+    metrics = fedavg.local_update(
+        node.cfg, node.client_id, node.model, node.private, node.test, _server_round(msg)
+    )
+    content = RecordDict(
+        {
+            protocol.REPLY_ARRAYS: ArrayRecord(node.model.state_dict()),
+            protocol.REPLY_METRICS: MetricRecord(
+                {protocol.NUM_EXAMPLES: len(node.private), **metrics}
             ),
         }
     )

@@ -17,7 +17,8 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 CONF_DIR: Final = Path(__file__).resolve().parent.parent / "conf"
 
-ALGORITHMS: Final = ("fedmd", "dsfl", "feddf")
+ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg")
+WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
 DATASETS: Final = ("fmnist", "digits")
 PARTITIONS: Final = ("iid", "dirichlet", "shards")
@@ -87,6 +88,11 @@ class AlgorithmConfig:
     client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
     holdout_fraction: float = 0.2  # feddf: public share held out for early stopping
     patience: int = 2  # feddf: distillation epochs without improvement before stopping
+
+    @property
+    def shares_weights(self) -> bool:
+        """Weight averaging (a baseline): every client trains the global architecture."""
+        return self.name in WEIGHT_SHARING
 
     def __post_init__(self) -> None:
         _one_of(self.name, ALGORITHMS, "algorithm.name")

@@ -55,12 +55,17 @@ def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: i
     return load_data(cfg.dataset, cfg.seed).private.subset(parts[client_id])
 
 
+def client_architecture(cfg: ExperimentConfig, client_id: int) -> str:
+    """The architecture client ``client_id`` trains (weight averaging: the global one)."""
+    if cfg.algorithm.shares_weights:
+        return cfg.model.architecture
+    return cfg.clients.architecture_of(client_id)
+
+
 def build_client_model(cfg: ExperimentConfig, client_id: int, splits: DatasetSplits) -> nn.Module:
     """A freshly initialised student of the architecture configured for ``client_id``."""
     torch.manual_seed(derive_seed(cfg.seed, client_id, 7))
-    return build_model(
-        cfg.clients.architecture_of(client_id), splits.input_shape, splits.num_classes
-    )
+    return build_model(client_architecture(cfg, client_id), splits.input_shape, splits.num_classes)
 
 
 def build_global_model(cfg: ExperimentConfig, splits: DatasetSplits) -> nn.Module:

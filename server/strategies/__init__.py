@@ -2,9 +2,15 @@
 
 from server.strategies.base import DistillationStrategy
 from server.strategies.dsfl import DSFL
+from server.strategies.fedavg import FedAvgBaseline
 from server.strategies.feddf import FedDF
 from server.strategies.fedmd import FedMD
 
-STRATEGIES: dict[str, type[DistillationStrategy]] = {"fedmd": FedMD, "dsfl": DSFL, "feddf": FedDF}
+STRATEGIES: dict[str, type[DistillationStrategy] | type[FedAvgBaseline]] = {
+    "fedmd": FedMD,
+    "dsfl": DSFL,
+    "feddf": FedDF,
+    "fedavg": FedAvgBaseline,
+}
 
-__all__ = ["DSFL", "STRATEGIES", "DistillationStrategy", "FedDF", "FedMD"]
+__all__ = ["DSFL", "STRATEGIES", "DistillationStrategy", "FedAvgBaseline", "FedDF", "FedMD"]

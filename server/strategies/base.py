@@ -39,28 +39,15 @@ from fedkd.training import (
     train,
 )
 from fedkd.validation import InvalidReply, check_soft_labels
+from server.strategies.roster import ClientInfo, Roster, addressee, error_reason
 
 log = logging.getLogger("fedkd.server")
-
-NODE_WAIT_POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """What a node told the server about itself (``query.describe``)."""
-
-    node_id: int
-    client_id: int
-    architecture: str
-    num_examples: int
 
 
 @dataclass
 class ServerState:
     """Everything the server carries from one round to the next (besides the global model)."""
 
-    roster: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
-    unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
     memory_sum: np.ndarray | None = None  # (num_public, K) running consensus sums
     memory_count: np.ndarray | None = None  # (num_public,) rounds that queried each sample
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
@@ -82,38 +69,6 @@ class RoundReplies:
 
 def _client_id(info: ClientInfo | None, node_id: int) -> int:
     return info.client_id if info is not None else -node_id
-
-
-def _addressee(reply: Message, messages: Sequence[Message]) -> int:
-    """The node a reply is about. Not always its sender: when a node is gone, the SuperLink
-    itself answers with an error ("Node Unavailable") in the node's stead."""
-    for message in messages:
-        if message.metadata.message_id and (
-            message.metadata.message_id == reply.metadata.reply_to_message_id
-        ):
-            return message.metadata.dst_node_id
-    return reply.metadata.src_node_id
-
-
-def _error_reason(reply: Message) -> str:
-    """The last line of the error a client's handler raised (Flower sends the traceback)."""
-    lines = str(reply.error.reason).strip().splitlines() or ["unknown error"]
-    return lines[-1][:300]
-
-
-def _parse_describe(reply: Message, node_id: int) -> ClientInfo:
-    if reply.has_error():
-        raise InvalidReply(_error_reason(reply))
-    try:
-        metrics = reply.content.metric_records[protocol.REPLY_METRICS]
-        config = reply.content.config_records[protocol.DESCRIBE_CONFIG]
-        client_id, num_examples = metrics[protocol.CLIENT_ID], metrics[protocol.NUM_EXAMPLES]
-        architecture = config[protocol.ARCHITECTURE]
-    except KeyError as err:
-        raise InvalidReply(f"describe reply lacks {err}") from err
-    if not (isinstance(client_id, int) and isinstance(num_examples, int) and num_examples > 0):
-        raise InvalidReply(f"bad client id {client_id!r} or example count {num_examples!r}")
-    return ClientInfo(node_id, client_id, str(architecture), num_examples)
 
 
 class DistillationStrategy(ABC):
@@ -145,6 +100,7 @@ class DistillationStrategy(ABC):
         self.global_model = global_model
         self.recorder = recorder
         self.state = ServerState()
+        self.roster = Roster(cfg)
         self._public_x = torch.from_numpy(splits.public.x)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
@@ -189,7 +145,7 @@ class DistillationStrategy(ABC):
             cfg.model.architecture,
             self.recorder.dir,
         )
-        self._wait_for_nodes(grid)
+        self.roster.wait_for_nodes(grid)
         for server_round in range(1, cfg.num_rounds + 1):
             metrics = self.run_round(grid, server_round)
             self.recorder.log_round(metrics)
@@ -208,17 +164,12 @@ class DistillationStrategy(ABC):
                 metrics["round_seconds"],
             )
         self.recorder.save_model(self.global_model)
-        return self.recorder.write_summary(
-            clients=[
-                vars(c) for c in sorted(self.state.roster.values(), key=lambda c: c.client_id)
-            ],
-            unusable_nodes={str(n): why for n, why in self.state.unusable.items()},
-        )
+        return self.recorder.write_summary(**self.roster.summary())
 
     def run_round(self, grid: Grid, server_round: int) -> dict[str, Any]:
         start = time.monotonic()
-        online = self._update_roster(grid)
-        clients = self.sample_clients(server_round, online)
+        online = self.roster.update(grid)
+        clients = self.roster.sample(server_round, online)
         public_idx = self.sample_public(server_round)
         messages = self.configure_round(server_round, clients, public_idx)
         downlink = sum(m.content[protocol.ROUND_ARRAYS].count_bytes() for m in messages)
@@ -270,19 +221,6 @@ class DistillationStrategy(ABC):
         return metrics
 
     # ------------------------------------------------------------- steps
-    def sample_clients(self, server_round: int, online: set[int]) -> list[ClientInfo]:
-        """A seeded sample of the online, described clients, ordered by client id (not by node
-        id, which Flower draws at random), so the same seed picks the same clients."""
-        known = sorted(
-            (c for n, c in self.state.roster.items() if n in online), key=lambda c: c.client_id
-        )
-        if not known:
-            raise RuntimeError("no client could describe itself: check the SuperNodes' logs")
-        num = self.cfg.clients.num_sampled(len(known))
-        rng = np.random.default_rng([self.cfg.seed, server_round, 0])
-        chosen = np.sort(rng.choice(len(known), size=num, replace=False))
-        return [known[i] for i in chosen]
-
     def sample_public(self, server_round: int) -> np.ndarray:
         """Sorted indices (int32) of this round's public subset."""
         rng = np.random.default_rng([self.cfg.seed, server_round, 1])
@@ -328,12 +266,12 @@ class DistillationStrategy(ABC):
         answered: set[int] = set()
         accepted: list[tuple[ClientInfo, np.ndarray, dict[str, float]]] = []
         for reply in replies:
-            node_id = _addressee(reply, messages)
+            node_id = addressee(reply, messages)
             info = by_node.get(node_id)
             answered.add(node_id)
             cid = _client_id(info, node_id)
             if reply.has_error():
-                reason = _error_reason(reply)
+                reason = error_reason(reply)
                 out.failed[cid] = reason
                 log.warning("client %d failed: %s", cid, reason)
                 continue
@@ -404,55 +342,3 @@ class DistillationStrategy(ABC):
             ),
         )
         return {f"server_{k}": v for k, v in terms.items()}
-
-    # ------------------------------------------------------------ roster
-    def _wait_for_nodes(self, grid: Grid) -> None:
-        """Wait until ``clients.num_clients`` nodes are connected, or at most
-        ``node_wait_timeout`` seconds as long as ``clients.min_clients`` are."""
-        want, need = self.cfg.clients.num_clients, self.cfg.clients.min_clients
-        deadline = time.monotonic() + self.cfg.node_wait_timeout
-        while (num := len(list(grid.get_node_ids()))) < want:
-            if time.monotonic() > deadline:
-                if num >= need:
-                    log.warning("only %d of %d nodes connected; starting with them", num, want)
-                    return
-                raise RuntimeError(
-                    f"only {num} nodes connected after {self.cfg.node_wait_timeout:.0f}s; "
-                    f"clients.min_clients={need}"
-                )
-            time.sleep(NODE_WAIT_POLL_SECONDS)
-
-    def _update_roster(self, grid: Grid) -> set[int]:
-        """Ask nodes the server has not met yet who they are (one exchange, only when needed).
-
-        Returns the ids of the nodes online now.
-        """
-        online = set(grid.get_node_ids())
-        new = sorted(online - set(self.state.roster) - set(self.state.unusable))
-        if not new:
-            return online
-        messages = [
-            Message(RecordDict(), dst_node_id=node_id, message_type=protocol.DESCRIBE)
-            for node_id in new
-        ]
-        for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
-            node_id = _addressee(reply, messages)
-            try:
-                info = _parse_describe(reply, node_id)
-            except InvalidReply as err:
-                # e.g. its data is missing: the run goes on without it (not asked again)
-                self.state.unusable[node_id] = str(err)
-                log.warning("node %d cannot take part: %s", node_id, err)
-                continue
-            # A restarted SuperNode comes back under a new node id: forget the old one.
-            for old in [n for n, c in self.state.roster.items() if c.client_id == info.client_id]:
-                del self.state.roster[old]
-            self.state.roster[node_id] = info
-            log.info(
-                "client %d on node %d: %s, %d private examples",
-                info.client_id,
-                node_id,
-                info.architecture,
-                info.num_examples,
-            )
-        return online

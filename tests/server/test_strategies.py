@@ -11,7 +11,7 @@ from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
 from fedkd.training import predict_logits
-from server.strategies import DSFL, STRATEGIES, FedDF, FedMD
+from server.strategies import DSFL, STRATEGIES, FedAvgBaseline, FedDF, FedMD
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -43,7 +43,7 @@ def _replace_soft_labels(array):
 
 
 def test_registry_uses_one_name_per_algorithm():
-    assert {"fedmd": FedMD, "dsfl": DSFL, "feddf": FedDF} == STRATEGIES
+    assert {"fedmd": FedMD, "dsfl": DSFL, "feddf": FedDF, "fedavg": FedAvgBaseline} == STRATEGIES
     assert FedMD.soft_label_kind == "logits" and DSFL.soft_label_kind == "probs"
 
 
@@ -144,8 +144,8 @@ def test_sampling_is_seeded_by_client_id_not_node_id(tmp_path):
     grid_b.contexts = {n + 555: c for n, c in grid_a.contexts.items()}
     picks = []
     for strategy, grid in ((a, grid_a), (b, grid_b)):
-        online = strategy._update_roster(grid)
-        picks.append([[c.client_id for c in strategy.sample_clients(r, online)] for r in (1, 2, 3)])
+        online = strategy.roster.update(grid)
+        picks.append([[c.client_id for c in strategy.roster.sample(r, online)] for r in (1, 2, 3)])
     assert picks[0] == picks[1]
     assert all(len(p) == 2 for p in picks[0])
 
@@ -201,3 +201,19 @@ def test_consensus_memory_averages_over_rounds(tmp_path):
     np.testing.assert_allclose(first, [[1.0, 0.0], [0.0, 1.0]])
     second = strategy.remember(np.array([1, 2]), np.array([[1.0, 0.0], [0.5, 0.5]]))
     np.testing.assert_allclose(second, [[0.5, 0.5], [0.5, 0.5]])  # sample 1 seen twice
+
+
+def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
+    cfg = digits_config("algorithm=fedavg", "model=cnn", num_rounds=2)
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    summary = strategy.start(grid)
+    rounds = read_metrics(tmp_path / "run")
+    assert [r["round"] for r in rounds] == [1, 2] and summary["status"] == "completed"
+    assert rounds[-1]["global_accuracy"] > 0.5
+    # every client trained the global architecture and sent all of its weights back
+    assert {c["architecture"] for c in summary["clients"]} == {"cnn"}
+    model_bytes = ArrayRecord(strategy.global_model.state_dict()).count_bytes()
+    assert rounds[0]["uplink_bytes"] == rounds[0]["num_accepted"] * model_bytes
+    assert rounds[0]["downlink_bytes"] == rounds[0]["num_sampled"] * model_bytes
+    types = {m.metadata.message_type for m in grid.sent}
+    assert types == {protocol.DESCRIBE, "train"}

@@ -1,0 +1,143 @@
+"""Who is in the federation: nodes, their client ids, and a seeded sample of them per round.
+
+Flower draws node ids at random, so the server asks each new node once (``query.describe``) for
+its client id, architecture and example count, and samples by client id: the same seed picks the
+same clients in every run, in simulation and in deployment. Shared by every server strategy.
+"""
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedkd import protocol
+from fedkd.config import ExperimentConfig
+from fedkd.validation import InvalidReply
+
+log = logging.getLogger("fedkd.server")
+
+NODE_WAIT_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What a node told the server about itself (``query.describe``)."""
+
+    node_id: int
+    client_id: int
+    architecture: str
+    num_examples: int
+
+
+def addressee(reply: Message, messages: Sequence[Message]) -> int:
+    """The node a reply is about. Not always its sender: when a node is gone, the SuperLink
+    itself answers with an error ("Node Unavailable") in the node's stead."""
+    for message in messages:
+        if message.metadata.message_id and (
+            message.metadata.message_id == reply.metadata.reply_to_message_id
+        ):
+            return message.metadata.dst_node_id
+    return reply.metadata.src_node_id
+
+
+def error_reason(reply: Message) -> str:
+    """The last line of the error a client's handler raised (Flower sends the traceback)."""
+    lines = str(reply.error.reason).strip().splitlines() or ["unknown error"]
+    return lines[-1][:300]
+
+
+def parse_describe(reply: Message, node_id: int) -> ClientInfo:
+    if reply.has_error():
+        raise InvalidReply(error_reason(reply))
+    try:
+        metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+        config = reply.content.config_records[protocol.DESCRIBE_CONFIG]
+        client_id, num_examples = metrics[protocol.CLIENT_ID], metrics[protocol.NUM_EXAMPLES]
+        architecture = config[protocol.ARCHITECTURE]
+    except KeyError as err:
+        raise InvalidReply(f"describe reply lacks {err}") from err
+    if not (isinstance(client_id, int) and isinstance(num_examples, int) and num_examples > 0):
+        raise InvalidReply(f"bad client id {client_id!r} or example count {num_examples!r}")
+    return ClientInfo(node_id, client_id, str(architecture), num_examples)
+
+
+@dataclass
+class Roster:
+    cfg: ExperimentConfig
+    clients: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
+    unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
+
+    def wait_for_nodes(self, grid: Grid) -> None:
+        """Wait until ``clients.num_clients`` nodes are connected, or at most
+        ``node_wait_timeout`` seconds as long as ``clients.min_clients`` are."""
+        want, need = self.cfg.clients.num_clients, self.cfg.clients.min_clients
+        deadline = time.monotonic() + self.cfg.node_wait_timeout
+        while (num := len(list(grid.get_node_ids()))) < want:
+            if time.monotonic() > deadline:
+                if num >= need:
+                    log.warning("only %d of %d nodes connected; starting with them", num, want)
+                    return
+                raise RuntimeError(
+                    f"only {num} nodes connected after {self.cfg.node_wait_timeout:.0f}s; "
+                    f"clients.min_clients={need}"
+                )
+            time.sleep(NODE_WAIT_POLL_SECONDS)
+
+    def update(self, grid: Grid) -> set[int]:
+        """Ask nodes the server has not met yet who they are (one exchange, only when needed).
+
+        Returns the ids of the nodes online now.
+        """
+        online = set(grid.get_node_ids())
+        new = sorted(online - set(self.clients) - set(self.unusable))
+        if not new:
+            return online
+        messages = [
+            Message(RecordDict(), dst_node_id=node_id, message_type=protocol.DESCRIBE)
+            for node_id in new
+        ]
+        for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
+            node_id = addressee(reply, messages)
+            try:
+                info = parse_describe(reply, node_id)
+            except InvalidReply as err:
+                # e.g. its data is missing: the run goes on without it (not asked again)
+                self.unusable[node_id] = str(err)
+                log.warning("node %d cannot take part: %s", node_id, err)
+                continue
+            # A restarted SuperNode comes back under a new node id: forget the old one.
+            for old in [n for n, c in self.clients.items() if c.client_id == info.client_id]:
+                del self.clients[old]
+            self.clients[node_id] = info
+            log.info(
+                "client %d on node %d: %s, %d private examples",
+                info.client_id,
+                node_id,
+                info.architecture,
+                info.num_examples,
+            )
+        return online
+
+    def sample(self, server_round: int, online: set[int]) -> list[ClientInfo]:
+        """A seeded sample of the online, described clients, ordered by client id."""
+        known = sorted(
+            (c for n, c in self.clients.items() if n in online), key=lambda c: c.client_id
+        )
+        if not known:
+            raise RuntimeError("no client could describe itself: check the SuperNodes' logs")
+        num = self.cfg.clients.num_sampled(len(known))
+        rng = np.random.default_rng([self.cfg.seed, server_round, 0])
+        chosen = np.sort(rng.choice(len(known), size=num, replace=False))
+        return [known[i] for i in chosen]
+
+    def summary(self) -> dict[str, Any]:
+        """Roster facts for ``summary.json``."""
+        return {
+            "clients": [vars(c) for c in sorted(self.clients.values(), key=lambda c: c.client_id)],
+            "unusable_nodes": {str(n): why for n, why in self.unusable.items()},
+        }
