@@ -17,7 +17,8 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 
 CONF_DIR: Final = Path(__file__).resolve().parent.parent / "conf"
 
-ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg")
+ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg", "local", "centralized")
+IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flower involved
 WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
 DATASETS: Final = ("fmnist", "digits")

@@ -55,6 +55,15 @@ def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: i
     return load_data(cfg.dataset, cfg.seed).private.subset(parts[client_id])
 
 
+def sample_client_ids(cfg: ExperimentConfig, server_round: int, client_ids: list[int]) -> list[int]:
+    """The clients taking part in ``server_round``: a seeded sample by client id (node ids are
+    random in Flower), so the same seed picks the same clients in every run and harness."""
+    known = sorted(client_ids)
+    num = cfg.clients.num_sampled(len(known))
+    rng = np.random.default_rng([cfg.seed, server_round, 0])
+    return [known[i] for i in np.sort(rng.choice(len(known), size=num, replace=False))]
+
+
 def client_architecture(cfg: ExperimentConfig, client_id: int) -> str:
     """The architecture client ``client_id`` trains (weight averaging: the global one)."""
     if cfg.algorithm.shares_weights:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ExperimentConfig, to_json
+from fedkd.config import IN_PROCESS, ExperimentConfig, to_json
 from fedkd.protocol import RUN_CONFIG_KEY
 from fedkd.results import SUMMARY_FILE
 
@@ -185,6 +185,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         raise LaunchError("output_dir must be set")
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.algorithm.name in IN_PROCESS:
+        from fedkd.baselines import run_baseline
+
+        return run_baseline(cfg)
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         run_config = write_run_config(cfg, workdir / "run_config.toml")

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedkd import protocol
 from fedkd.config import ExperimentConfig
+from fedkd.experiment import sample_client_ids
 from fedkd.validation import InvalidReply
 
 log = logging.getLogger("fedkd.server")
@@ -130,10 +130,8 @@ class Roster:
         )
         if not known:
             raise RuntimeError("no client could describe itself: check the SuperNodes' logs")
-        num = self.cfg.clients.num_sampled(len(known))
-        rng = np.random.default_rng([self.cfg.seed, server_round, 0])
-        chosen = np.sort(rng.choice(len(known), size=num, replace=False))
-        return [known[i] for i in chosen]
+        by_id = {c.client_id: c for c in known}
+        return [by_id[i] for i in sample_client_ids(self.cfg, server_round, list(by_id))]
 
     def summary(self) -> dict[str, Any]:
         """Roster facts for ``summary.json``."""
