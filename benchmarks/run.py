@@ -1,0 +1,134 @@
+"""The accuracy benchmark: every method in one harness, resumable.
+
+    python benchmarks/run.py --matrix reduced     # about 30 minutes on 2 cores
+    python benchmarks/run.py --matrix full        # hours: re-run to resume, finished runs are kept
+
+Fashion-MNIST, 20 clients, 20 % sampled per round, Dirichlet alpha in {0.1, 0.5}, 10 k public
+images held out of the training set (2 k queried per round), heterogeneous students (CNN, MLP,
+wide CNN, ResNet) for the distillation methods, the CNN as global model and as FedAvg's model.
+Each run writes its run folder under ``benchmarks/results/<matrix>/runs/<method>_a<alpha>_s<seed>``;
+a run whose ``summary.json`` says "completed" is skipped, so an interrupted matrix resumes. The
+report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten from
+every finished run at the end.
+"""
+
+import argparse
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedkd.config import compose
+from fedkd.launch import run
+from fedkd.logs import configure_logging
+from fedkd.report import report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+log = logging.getLogger("fedkd.benchmark")
+
+COMMON = [
+    "dataset=fmnist",
+    "partition=dirichlet",
+    "clients.num_clients=20",
+    "clients.fraction=0.2",
+    "clients.min_clients=2",
+    "clients.revisit_epochs=2",
+    "clients.digest_epochs=1",
+    "clients.num_eval_samples=2000",
+    "public_per_round=2000",
+    "model=cnn",
+    "model.distill_epochs=3",
+]
+
+# method name -> overrides. One name per row of the table.
+METHODS: dict[str, list[str]] = {
+    "fedavg": ["algorithm=fedavg", "clients=homogeneous"],
+    "local": ["algorithm=local"],
+    "centralized": ["algorithm=centralized", "clients.revisit_epochs=1"],
+    "fedmd": ["algorithm=fedmd"],
+    "dsfl": ["algorithm=dsfl"],
+    "feddf": ["algorithm=feddf", "model.distill_epochs=10"],
+    "dsfl+memory": ["algorithm=dsfl", "algorithm.consensus_memory=true"],
+    "dsfl+memory+global-teacher": [
+        "algorithm=dsfl",
+        "algorithm.consensus_memory=true",
+        "algorithm.client_teacher=global",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    rounds: int
+    centralized_epochs: int
+
+
+MATRICES = {
+    "full": Matrix(tuple(METHODS), (0.1, 0.5), (0, 1), rounds=50, centralized_epochs=5),
+    "reduced": Matrix(
+        ("fedavg", "local", "centralized", "dsfl", "dsfl+memory+global-teacher", "feddf"),
+        (0.1, 0.5),
+        (0,),
+        rounds=10,
+        centralized_epochs=2,
+    ),
+}
+
+
+def overrides_for(method: str, alpha: float, seed: int, matrix: Matrix, out: Path) -> list[str]:
+    rounds = matrix.centralized_epochs if method == "centralized" else matrix.rounds
+    return [
+        *COMMON,
+        *METHODS[method],
+        f"partition.alpha={alpha}",
+        f"seed={seed}",
+        f"num_rounds={rounds}",
+        f"name={method}",
+        f"output_dir={out}",
+    ]
+
+
+def is_done(out: Path) -> bool:
+    summary = out / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matrix", choices=sorted(MATRICES), default="reduced")
+    parser.add_argument("--only", nargs="*", help="restrict to these methods")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    configure_logging()
+    matrix = MATRICES[args.matrix]
+    root = RESULTS / args.matrix
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    description = {"common": COMMON, "methods": {m: METHODS[m] for m in matrix.methods}}
+    (root / "matrix.json").write_text(json.dumps({**description, **vars(matrix)}, indent=2))
+    jobs = [
+        (method, alpha, seed)
+        for seed in matrix.seeds
+        for alpha in matrix.alphas
+        for method in matrix.methods
+        if not args.only or method in args.only
+    ]
+    for i, (method, alpha, seed) in enumerate(jobs, 1):
+        out = root / "runs" / f"{method}_a{alpha}_s{seed}"
+        if args.report_only or is_done(out):
+            continue
+        log.info("[%d/%d] %s alpha=%s seed=%d -> %s", i, len(jobs), method, alpha, seed, out)
+        try:
+            run(compose(overrides_for(method, alpha, seed, matrix, out)))
+        except Exception:  # one failed run must not stop the matrix; its folder says why
+            log.error("run %s failed:\n%s", out.name, traceback.format_exc())
+    runs = sorted(p for p in (root / "runs").iterdir() if is_done(p))
+    if runs:
+        print(report(runs, root))
+
+
+if __name__ == "__main__":
+    main()
