@@ -55,6 +55,13 @@ METHODS: dict[str, list[str]] = {
         "algorithm.consensus_memory=true",
         "algorithm.client_teacher=global",
     ],
+    "dsfl+memory+global-teacher+full-distill": [
+        "algorithm=dsfl",
+        "algorithm.consensus_memory=true",
+        "algorithm.client_teacher=global",
+        "algorithm.distill_on_memory=true",
+        "model.distill_epochs=1",
+    ],
 }
 
 
@@ -70,7 +77,15 @@ class Matrix:
 MATRICES = {
     "full": Matrix(tuple(METHODS), (0.1, 0.5), (0, 1), rounds=50, centralized_epochs=5),
     "reduced": Matrix(
-        ("fedavg", "local", "centralized", "dsfl", "dsfl+memory+global-teacher", "feddf"),
+        (
+            "fedavg",
+            "local",
+            "centralized",
+            "dsfl",
+            "dsfl+memory+global-teacher",
+            "dsfl+memory+global-teacher+full-distill",
+            "feddf",
+        ),
         (0.1, 0.5),
         (0,),
         rounds=10,

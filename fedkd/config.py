@@ -87,6 +87,7 @@ class AlgorithmConfig:
     era_temperature: float = 0.1  # DS-FL's sharpening temperature for ERA
     consensus_memory: bool = False  # average each public sample's consensus over rounds
     client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
+    distill_on_memory: bool = False  # server distils on every remembered public sample
     holdout_fraction: float = 0.2  # feddf: public share held out for early stopping
     patience: int = 2  # feddf: distillation epochs without improvement before stopping
 
@@ -101,6 +102,11 @@ class AlgorithmConfig:
         _require(self.temperature > 0, "algorithm.temperature", "must be > 0")
         _require(self.era_temperature > 0, "algorithm.era_temperature", "must be > 0")
         _one_of(self.client_teacher, ("consensus", "global"), "algorithm.client_teacher")
+        _require(
+            self.consensus_memory or not self.distill_on_memory,
+            "algorithm.distill_on_memory",
+            "needs algorithm.consensus_memory=true",
+        )
         _require(0 < self.holdout_fraction < 1, "algorithm.holdout_fraction", "must be in (0, 1)")
         _require(self.patience >= 1, "algorithm.patience", "must be >= 1")
         _require(

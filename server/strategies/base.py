@@ -119,6 +119,18 @@ class DistillationStrategy(ABC):
         logits = predict_logits(self.global_model, self._public_x[public_idx])
         return torch.softmax(logits / self.cfg.algorithm.temperature, dim=1).numpy()
 
+    def distillation_set(
+        self, public_idx: np.ndarray, consensus: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(public indices, target probs) the global model is distilled on: this round's subset,
+        or (``algorithm.distill_on_memory``) every public sample the running consensus holds."""
+        memory = self.state.memory_count
+        if not self.cfg.algorithm.distill_on_memory or memory is None:
+            return public_idx, consensus
+        assert self.state.memory_sum is not None
+        idx = np.flatnonzero(memory)
+        return idx, (self.state.memory_sum[idx] / memory[idx, None]).astype(np.float32)
+
     def remember(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
         """Running consensus: each public sample's probabilities averaged over every round that
         queried it, so one round's few (skewed) clients cannot swing the target."""
@@ -185,7 +197,9 @@ class DistillationStrategy(ABC):
                 consensus = self.remember(public_idx, consensus)
             public_y = self.splits.public.y[public_idx]
             metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
-            metrics.update(self.distill_global(server_round, public_idx, consensus))
+            metrics.update(
+                self.distill_global(server_round, *self.distillation_set(public_idx, consensus))
+            )
             self.state.consensus_indices = public_idx
             self.state.consensus_probs = self.client_teacher(public_idx, consensus)
         else:

@@ -217,3 +217,14 @@ def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
     assert rounds[0]["downlink_bytes"] == rounds[0]["num_sampled"] * model_bytes
     types = {m.metadata.message_type for m in grid.sent}
     assert types == {protocol.DESCRIBE, "train"}
+
+
+def test_distill_on_memory_uses_every_remembered_sample(tmp_path):
+    cfg = digits_config("algorithm.consensus_memory=true", "algorithm.distill_on_memory=true",
+                        "public_per_round=100")  # fmt: skip
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    strategy.run_round(grid, 2)
+    idx, targets = strategy.distillation_set(np.arange(3), np.zeros((3, 10), np.float32))
+    assert len(idx) > 100  # two rounds' subsets, not one
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-5)
