@@ -47,6 +47,7 @@ NO_COMMUNICATION: Final = {
     "rejected": {},
     "failed": {},
     "missing": [],
+    "offline": [],
     "consensus_accuracy": float("nan"),
 }
 

@@ -59,7 +59,7 @@ class RunRecorder:
         accs = [r["global_accuracy"] for r in self._rounds if not math.isnan(r["global_accuracy"])]
         missing_by_client: dict[str, list[int]] = {}  # client id -> rounds it did not deliver
         for r in self._rounds:
-            for cid in sorted({*r["missing"], *map(int, r["failed"])}):
+            for cid in sorted({*r["missing"], *map(int, r["failed"]), *r.get("offline", [])}):
                 missing_by_client.setdefault(str(cid), []).append(r["round"])
         summary: dict[str, Any] = {
             "status": status,

@@ -223,6 +223,7 @@ class DistillationStrategy(ABC):
             rejected=result.rejected,
             failed=result.failed,
             missing=result.missing,
+            offline=self.roster.offline(online),
             public_samples=len(public_idx),
             uplink_bytes=result.uplink_bytes,
             downlink_bytes=downlink,

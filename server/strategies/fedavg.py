@@ -75,7 +75,11 @@ class FedAvgBaseline(FedAvg):
             Message(content, dst_node_id=c.node_id, message_type=MessageType.TRAIN)
             for c in self._clients
         ]
-        self._round = {"start": start, "downlink_bytes": arrays.count_bytes() * len(self._sent)}
+        self._round = {
+            "start": start,
+            "downlink_bytes": arrays.count_bytes() * len(self._sent),
+            "offline": self.roster.offline(online),
+        }
         return self._sent
 
     def aggregate_train(

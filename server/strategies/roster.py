@@ -133,6 +133,10 @@ class Roster:
         by_id = {c.client_id: c for c in known}
         return [by_id[i] for i in sample_client_ids(self.cfg, server_round, list(by_id))]
 
+    def offline(self, online: set[int]) -> list[int]:
+        """Client ids the server has met whose node is not connected now (left or died)."""
+        return sorted(c.client_id for n, c in self.clients.items() if n not in online)
+
     def summary(self) -> dict[str, Any]:
         """Roster facts for ``summary.json``."""
         return {

@@ -228,3 +228,15 @@ def test_distill_on_memory_uses_every_remembered_sample(tmp_path):
     idx, targets = strategy.distillation_set(np.arange(3), np.zeros((3, 10), np.float32))
     assert len(idx) > 100  # two rounds' subsets, not one
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_node_that_left_is_recorded_offline_and_in_the_summary(tmp_path):
+    cfg = digits_config(num_rounds=2)
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    gone = sorted(grid.contexts)[3]
+    del grid.contexts[gone]  # client 3 disconnects cleanly: the SuperLink stops listing it
+    metrics = strategy.run_round(grid, 2)
+    assert metrics["offline"] == [3] and metrics["num_accepted"] == 3
+    strategy.recorder.log_round(metrics)
+    assert strategy.recorder.write_summary()["missing_by_client"] == {"3": [2]}
