@@ -5,11 +5,14 @@ One round is ONE exchange with the sampled clients (deployment pays seconds of p
 1. sample clients and this round's public subset;
 2. send each client the subset's indices and the previous round's consensus (``configure_round``);
 3. receive soft labels on the subset, validate them, reject and count bad replies (``collect``);
-4. aggregate the accepted soft labels into the consensus (``aggregate``: the algorithm's hook);
-5. distil the global model toward the consensus on the subset (``distill_global``);
-6. evaluate the global model on the test set and record the round.
+4. aggregate the accepted soft labels into the consensus (``aggregate``), optionally averaged
+   with earlier rounds' (``remember``);
+5. distil the global model toward it (``distillation_set``, ``distill_global``);
+6. keep what the clients digest next round (``client_teacher``), evaluate the global model on
+   the test set and record the round.
 
-Algorithms override hooks (``aggregate``, ``soft_label_kind``); none copies the loop.
+Algorithms override hooks (``soft_label_kind``, ``aggregate``, ``distill_global``, ...); none
+copies the loop.
 """
 
 import logging
