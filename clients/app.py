@@ -4,7 +4,6 @@ The student persists between rounds in ``context.state`` (Flower keeps it per no
 simulation and deployment alike), never in module globals.
 """
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +40,6 @@ NODE_CLIENT_ID = "client-id"
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 
-log = logging.getLogger("fedkd.client")
 app = ClientApp()
 
 

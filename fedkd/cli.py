@@ -6,6 +6,7 @@ fedkd -m algorithm=fedmd,dsfl partition.alpha=0.1,0.5      # sweep
 fedkd experiment=digits_quick
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,23 +19,23 @@ log = logging.getLogger("fedkd")
 
 def _task(cfg: ExperimentConfig) -> dict[str, Any]:
     # Relative paths would resolve against the SuperLink's working directory: pin them here.
-    cfg = _absolute_output(cfg)
+    cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()))
     summary = run(cfg)
-    log.info(
-        "final global accuracy %.4f (best %.4f), %d rounds, %.0fs -> %s",
-        summary["final_global_accuracy"],
-        summary["best_global_accuracy"],
-        summary["rounds"],
-        summary["wall_seconds"],
-        cfg.output_dir,
-    )
+    if summary.get("status") == "completed":
+        log.info(
+            "final global accuracy %s (best %s), %d rounds, %.0fs -> %s",
+            _accuracy(summary["final_global_accuracy"]),
+            _accuracy(summary["best_global_accuracy"]),
+            summary["rounds"],
+            summary["wall_seconds"],
+            cfg.output_dir,
+        )
     return summary
 
 
-def _absolute_output(cfg: ExperimentConfig) -> ExperimentConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()))
+def _accuracy(value: float | None) -> str:
+    """Baselines without a global model (local-only) have no global accuracy."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def main() -> Any:

@@ -200,6 +200,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
             code = flwr_run(cfg.connection, run_config, env)
         if code != 0:
             log.warning("flwr run exited with code %d", code)
+        elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():
+            # The ServerApp ran on a remote SuperLink: its run folder is on that machine.
+            log.info("the run folder is on the SuperLink's machine, at %s", out)
+            return {"status": "remote", "output_dir": str(out)}
         return read_summary(cfg)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,6 +1,8 @@
 """The non-federated reference points write the same run folder as a federated run."""
 
 import dataclasses
+import subprocess
+import sys
 
 from fedkd.experiment import sample_client_ids
 from fedkd.launch import run
@@ -33,3 +35,14 @@ def test_client_sampling_is_seeded_and_independent_of_id_order():
     first = sample_client_ids(cfg, 3, list(range(20)))
     assert first == sample_client_ids(cfg, 3, list(reversed(range(20))))
     assert len(first) == 4 and first != sample_client_ids(cfg, 4, list(range(20)))
+
+
+def test_cli_runs_a_baseline_without_flower(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedkd", "experiment=digits_quick", "algorithm=local",
+         "num_rounds=1", f"output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "final global accuracy n/a" in proc.stderr + proc.stdout
+    assert "flower-superlink" not in proc.stderr + proc.stdout
