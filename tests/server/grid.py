@@ -4,10 +4,11 @@ It lets strategy tests drive whole rounds in milliseconds with real Messages; th
 tests use Flower's real simulation engine and deployment instead.
 """
 
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkd import protocol
@@ -40,7 +41,10 @@ class InProcessGrid:
             msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as Flower's grids do
             self.sent.append(msg)
             node_id = msg.metadata.dst_node_id
-            reply = self.app(msg, self.contexts[node_id])
+            try:
+                reply = self.app(msg, self.contexts[node_id])
+            except Exception:  # Flower's runtime turns a handler's exception into an error reply
+                reply = Message(Error(code=2, reason=traceback.format_exc()), reply_to=msg)
             if msg.metadata.message_type == protocol.KD_ROUND and node_id in self.tamper:
                 reply = self.tamper[node_id](msg, reply)
             if reply is not None:

@@ -240,3 +240,15 @@ def test_a_node_that_left_is_recorded_offline_and_in_the_summary(tmp_path):
     assert metrics["offline"] == [3] and metrics["num_accepted"] == 3
     strategy.recorder.log_round(metrics)
     assert strategy.recorder.write_summary()["missing_by_client"] == {"3": [2]}
+
+
+def test_a_node_with_missing_data_is_left_out_and_the_run_goes_on(tmp_path):
+    cfg = digits_config(num_rounds=2)
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    broken = sorted(grid.contexts)[1]
+    grid.contexts[broken].node_config = {"data-dir": str(tmp_path / "nowhere")}
+    summary = strategy.start(grid)
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    assert {c["client_id"] for c in summary["clients"]} == {0, 2, 3}
+    (reason,) = summary["unusable_nodes"].values()
+    assert "does not exist" in reason and "nowhere" in reason
