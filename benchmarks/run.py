@@ -62,6 +62,12 @@ METHODS: dict[str, list[str]] = {
         "algorithm.distill_on_memory=true",
         "model.distill_epochs=1",
     ],
+    "dsfl+memory+global-teacher+class-weights": [
+        "algorithm=dsfl",
+        "algorithm.consensus_memory=true",
+        "algorithm.client_teacher=global",
+        "algorithm.class_weighting=true",
+    ],
 }
 
 

@@ -6,6 +6,7 @@ simulation and deployment alike), never in module globals.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -112,6 +113,14 @@ def _server_round(msg: Message) -> int:
     return server_round
 
 
+def _class_counts(node: Node) -> dict[str, list[int]]:
+    """Per-class example counts, sent only when the experiment asks for class weighting."""
+    if not node.cfg.algorithm.class_weighting:
+        return {}
+    counts = np.bincount(node.private.y, minlength=node.splits.num_classes)
+    return {protocol.CLASS_COUNTS: [int(c) for c in counts]}
+
+
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
     """Tell the server who this client is: id, architecture, number of private examples."""
@@ -123,6 +132,7 @@ def describe(msg: Message, context: Context) -> Message:
                     protocol.CLIENT_ID: node.client_id,
                     protocol.NUM_EXAMPLES: len(node.private),
                     protocol.NUM_PARAMETERS: count_parameters(node.model),
+                    **_class_counts(node),
                 }
             ),
             protocol.DESCRIBE_CONFIG: ConfigRecord(

@@ -66,4 +66,38 @@ def era(
     return softmax(weighted_mean(probs, weights), temperature=temperature).astype(np.float32)
 
 
+def class_weighted_mean(
+    probs: FloatArray, class_weights: FloatArray
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Per-class weighted average of client probabilities, rows renormalised.
+
+    ``consensus[n, c] ∝ sum_k w[k, c] * probs[k, n, c] / sum_k w[k, c]``: for each class, the
+    clients that hold more examples of it speak louder about it. Under label skew a client that
+    never saw class ``c`` cannot tell a ``c`` from its own classes, so its say on ``c`` is ~0.
+    Classes no client holds fall back to the plain mean.
+
+    Parameters
+    ----------
+    probs : (num_clients, num_samples, num_classes)
+    class_weights : (num_clients, num_classes), non-negative (e.g. per-class example counts)
+
+    Returns
+    -------
+    (consensus (num_samples, num_classes) float32, total weight per class (num_classes,))
+    """
+    arr = _check_stack(probs)
+    w = np.asarray(class_weights, dtype=np.float64)
+    if w.shape != (arr.shape[0], arr.shape[2]) or (w < 0).any():
+        raise ValueError(
+            f"class_weights must be non-negative with shape {(arr.shape[0], arr.shape[2])}, "
+            f"got {w.shape}"
+        )
+    totals = w.sum(axis=0)  # (K,)
+    safe = np.where(totals > 0, totals, 1.0)
+    weighted = np.einsum("kc,knc->nc", w, arr) / safe  # (n, K)
+    weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
+    rows = weighted.sum(axis=1, keepdims=True)
+    return (weighted / np.where(rows > 0, rows, 1.0)).astype(np.float32), totals
+
+
 AggregateFn = Callable[[FloatArray, FloatArray | None], NDArray[np.float32]]

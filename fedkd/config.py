@@ -88,6 +88,7 @@ class AlgorithmConfig:
     consensus_memory: bool = False  # average each public sample's consensus over rounds
     client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
     distill_on_memory: bool = False  # server distils on every remembered public sample
+    class_weighting: bool = False  # weight clients per class by their class counts
     holdout_fraction: float = 0.2  # feddf: public share held out for early stopping
     patience: int = 2  # feddf: distillation epochs without improvement before stopping
 

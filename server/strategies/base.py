@@ -28,7 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
-from fedkd import protocol
+from fedkd import aggregation, protocol
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RunRecorder
@@ -52,7 +52,7 @@ class ServerState:
     """Everything the server carries from one round to the next (besides the global model)."""
 
     memory_sum: np.ndarray | None = None  # (num_public, K) running consensus sums
-    memory_count: np.ndarray | None = None  # (num_public,) rounds that queried each sample
+    memory_count: np.ndarray | None = None  # (num_public, K) weight behind each running mean
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
     consensus_probs: np.ndarray | None = None  # (m, K)
 
@@ -68,6 +68,12 @@ class RoundReplies:
     failed: dict[int, str] = field(default_factory=dict)  # client id -> error reported by Flower
     missing: list[int] = field(default_factory=list)  # client ids that never answered
     uplink_bytes: int = 0
+
+
+def _remembered(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per-class running means (n, K), rows renormalised to probabilities (float32)."""
+    means = sums / np.where(counts > 0, counts, 1.0)
+    return (means / means.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _client_id(info: ClientInfo | None, node_id: int) -> int:
@@ -103,7 +109,7 @@ class DistillationStrategy(ABC):
         self.global_model = global_model
         self.recorder = recorder
         self.state = ServerState()
-        self.roster = Roster(cfg)
+        self.roster = Roster(cfg, splits.num_classes)
         self._public_x = torch.from_numpy(splits.public.x)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
@@ -112,6 +118,14 @@ class DistillationStrategy(ABC):
     @abstractmethod
     def aggregate(self, soft_labels: np.ndarray, num_examples: np.ndarray) -> np.ndarray:
         """Merge client soft labels (C, n, K) into consensus *probabilities* (n, K)."""
+
+    @abstractmethod
+    def to_probs(self, soft_labels: np.ndarray) -> np.ndarray:
+        """What clients sent (C, n, K) as probabilities (for class-weighted aggregation)."""
+
+    def sharpen(self, probs: np.ndarray) -> np.ndarray:
+        """Post-processing of a class-weighted mean (n, K); DS-FL applies ERA's sharpening."""
+        return probs
 
     def client_teacher(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
         """What the clients digest next round: the consensus itself, or (``algorithm.
@@ -131,21 +145,24 @@ class DistillationStrategy(ABC):
         if not self.cfg.algorithm.distill_on_memory or memory is None:
             return public_idx, consensus
         assert self.state.memory_sum is not None
-        idx = np.flatnonzero(memory)
-        return idx, (self.state.memory_sum[idx] / memory[idx, None]).astype(np.float32)
+        idx = np.flatnonzero(memory.sum(axis=1))
+        return idx, _remembered(self.state.memory_sum[idx], memory[idx])
 
-    def remember(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
+    def remember(
+        self, public_idx: np.ndarray, consensus: np.ndarray, class_weight: np.ndarray | None = None
+    ) -> np.ndarray:
         """Running consensus: each public sample's probabilities averaged over every round that
-        queried it, so one round's few (skewed) clients cannot swing the target."""
+        queried it, so one round's few (skewed) clients cannot swing the target. With class
+        weights (K,), a round counts for class ``c`` in proportion to how much of ``c`` its
+        clients hold."""
         state = self.state
         if state.memory_sum is None or state.memory_count is None:
             state.memory_sum = np.zeros((len(self.splits.public), consensus.shape[1]))
-            state.memory_count = np.zeros(len(self.splits.public))
-        state.memory_sum[public_idx] += consensus
-        state.memory_count[public_idx] += 1
-        return (state.memory_sum[public_idx] / state.memory_count[public_idx, None]).astype(
-            np.float32
-        )
+            state.memory_count = np.zeros((len(self.splits.public), consensus.shape[1]))
+        weight = np.ones(consensus.shape[1]) if class_weight is None else class_weight
+        state.memory_sum[public_idx] += consensus * weight
+        state.memory_count[public_idx] += weight
+        return _remembered(state.memory_sum[public_idx], state.memory_count[public_idx])
 
     # ------------------------------------------------------------ the loop
     def start(self, grid: Grid) -> dict[str, Any]:
@@ -195,9 +212,15 @@ class DistillationStrategy(ABC):
         if result.soft_labels:
             stack = np.stack(result.soft_labels)  # (C, n, K)
             weights = np.array([c.num_examples for c in result.clients], dtype=np.float64)
-            consensus = self.aggregate(stack, weights)  # (n, K) probs
+            class_weight = None
+            if self.cfg.algorithm.class_weighting:
+                counts = np.array([c.class_counts for c in result.clients], dtype=np.float64)
+                mean, class_weight = aggregation.class_weighted_mean(self.to_probs(stack), counts)
+                consensus = self.sharpen(mean)
+            else:
+                consensus = self.aggregate(stack, weights)  # (n, K) probs
             if self.cfg.algorithm.consensus_memory:
-                consensus = self.remember(public_idx, consensus)
+                consensus = self.remember(public_idx, consensus, class_weight)
             public_y = self.splits.public.y[public_idx]
             metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
             metrics.update(

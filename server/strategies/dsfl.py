@@ -26,3 +26,12 @@ class DSFL(DistillationStrategy):
             return aggregation.era(soft_labels, temperature=algo.era_temperature)
         weights = num_examples if algo.aggregation == "weighted_mean" else None
         return aggregation.weighted_mean(soft_labels, weights)
+
+    def to_probs(self, soft_labels: np.ndarray) -> np.ndarray:
+        return soft_labels.astype(np.float64)
+
+    def sharpen(self, probs: np.ndarray) -> np.ndarray:
+        algo = self.cfg.algorithm
+        if algo.aggregation != "era":
+            return probs
+        return aggregation.softmax(probs, temperature=algo.era_temperature).astype(np.float32)

@@ -56,7 +56,7 @@ class FedAvgBaseline(FedAvg):
             global_model,
             recorder,
         )
-        self.roster = Roster(cfg)
+        self.roster = Roster(cfg, splits.num_classes)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
         self._sent: list[Message] = []

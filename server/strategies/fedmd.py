@@ -21,3 +21,6 @@ class FedMD(DistillationStrategy):
         weights = num_examples if self.cfg.algorithm.aggregation == "weighted_mean" else None
         mean_logits = aggregation.weighted_mean(soft_labels, weights)  # (n, K)
         return aggregation.softmax(mean_logits, self.cfg.algorithm.temperature).astype(np.float32)
+
+    def to_probs(self, soft_labels: np.ndarray) -> np.ndarray:
+        return aggregation.softmax(soft_labels, self.cfg.algorithm.temperature)

@@ -32,6 +32,7 @@ class ClientInfo:
     client_id: int
     architecture: str
     num_examples: int
+    class_counts: tuple[int, ...] | None = None  # only with algorithm.class_weighting
 
 
 def addressee(reply: Message, messages: Sequence[Message]) -> int:
@@ -63,12 +64,19 @@ def parse_describe(reply: Message, node_id: int) -> ClientInfo:
         raise InvalidReply(f"describe reply lacks {err}") from err
     if not (isinstance(client_id, int) and isinstance(num_examples, int) and num_examples > 0):
         raise InvalidReply(f"bad client id {client_id!r} or example count {num_examples!r}")
-    return ClientInfo(node_id, client_id, str(architecture), num_examples)
+    counts = metrics.get(protocol.CLASS_COUNTS)
+    if counts is not None and not (
+        isinstance(counts, list) and all(isinstance(c, int) and c >= 0 for c in counts)
+    ):
+        raise InvalidReply(f"bad class counts {counts!r}")
+    class_counts = None if counts is None else tuple(int(c) for c in counts)
+    return ClientInfo(node_id, client_id, str(architecture), num_examples, class_counts)
 
 
 @dataclass
 class Roster:
     cfg: ExperimentConfig
+    num_classes: int
     clients: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
     unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
 
@@ -105,6 +113,9 @@ class Roster:
             node_id = addressee(reply, messages)
             try:
                 info = parse_describe(reply, node_id)
+                wanted = self.cfg.algorithm.class_weighting
+                if wanted and len(info.class_counts or ()) != self.num_classes:
+                    raise InvalidReply(f"class weighting needs {self.num_classes} class counts")
             except InvalidReply as err:
                 # e.g. its data is missing: the run goes on without it (not asked again)
                 self.unusable[node_id] = str(err)

@@ -66,3 +66,25 @@ def test_softmax_with_temperature_and_float16_input():
 def test_rejects_wrong_rank():
     with pytest.raises(ValueError, match="num_clients"):
         aggregation.mean(np.zeros((3, 4)))
+
+
+def test_class_weighted_mean_lets_the_clients_that_know_a_class_speak_for_it():
+    # client 0 holds only class 0, client 1 only class 1 (counts), one sample
+    probs = np.array([[[0.9, 0.1]], [[0.2, 0.8]]])
+    counts = np.array([[10.0, 0.0], [0.0, 30.0]])
+    consensus, totals = aggregation.class_weighted_mean(probs, counts)
+    # class 0 from client 0 only (0.9), class 1 from client 1 only (0.8); rows renormalised
+    assert_allclose(consensus, [[0.9 / 1.7, 0.8 / 1.7]], rtol=1e-6)
+    assert_allclose(totals, [10.0, 30.0])
+
+
+def test_class_weighted_mean_with_equal_weights_is_the_mean_and_unheld_classes_fall_back():
+    assert_allclose(
+        aggregation.class_weighted_mean(PROBS, np.ones((2, 2)))[0], aggregation.mean(PROBS)
+    )
+    consensus, _ = aggregation.class_weighted_mean(PROBS, np.array([[1.0, 0.0], [1.0, 0.0]]))
+    # class 1 held by nobody -> plain mean for it, then renormalised
+    expected = np.array([[0.7, 0.3], [0.3, 0.7]])
+    assert_allclose(consensus, expected / expected.sum(1, keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="class_weights"):
+        aggregation.class_weighted_mean(PROBS, np.ones((3, 2)))

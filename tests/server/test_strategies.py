@@ -252,3 +252,25 @@ def test_a_node_with_missing_data_is_left_out_and_the_run_goes_on(tmp_path):
     assert {c["client_id"] for c in summary["clients"]} == {0, 2, 3}
     (reason,) = summary["unusable_nodes"].values()
     assert "does not exist" in reason and "nowhere" in reason
+
+
+def test_class_weighting_uses_the_counts_clients_report(tmp_path):
+    cfg = digits_config(
+        "partition=dirichlet",
+        "partition.alpha=0.3",
+        "algorithm.class_weighting=true",
+        "algorithm.consensus_memory=true",
+    )
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    metrics = strategy.run_round(grid, 1)
+    counts = [c.class_counts for c in strategy.roster.clients.values()]
+    assert all(c is not None and len(c) == 10 for c in counts)
+    assert sum(sum(c) for c in counts) == len(strategy.splits.private)  # the partitions' labels
+    assert metrics["num_accepted"] == 4 and metrics["global_accuracy"] > 0.3
+
+
+def test_class_counts_are_only_sent_when_asked(tmp_path):
+    cfg = digits_config()
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.roster.update(grid)
+    assert all(c.class_counts is None for c in strategy.roster.clients.values())
