@@ -90,6 +90,7 @@ MATRICES = {
             "dsfl",
             "dsfl+memory+global-teacher",
             "dsfl+memory+global-teacher+full-distill",
+            "dsfl+memory+global-teacher+class-weights",
             "feddf",
         ),
         (0.1, 0.5),
