@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -121,8 +122,6 @@ def start_superlink(workdir: Path, tls: bool) -> ClusterState:
 
 
 def _wait_port(port: int, proc: subprocess.Popen[Any], log_file: Path) -> None:
-    import socket
-
     deadline = time.monotonic() + NODE_START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
