@@ -26,7 +26,7 @@ from fedkd.experiment import (
     load_data,
     sample_client_ids,
 )
-from fedkd.results import RunRecorder
+from fedkd.results import RunRecorder, client_accuracy_stats
 from fedkd.training import (
     TrainConfig,
     derive_seed,
@@ -106,14 +106,11 @@ def _log(
     client_accs: list[float],
     num_sampled: int,
 ) -> None:
-    nan = float("nan")
     metrics = {
         "round": server_round,
         "global_accuracy": acc,
         "global_loss": loss,
-        "client_accuracy_mean": float(np.mean(client_accs)) if client_accs else nan,
-        "client_accuracy_min": float(np.min(client_accs)) if client_accs else nan,
-        "client_accuracy_max": float(np.max(client_accs)) if client_accs else nan,
+        **client_accuracy_stats(client_accs),
         "num_sampled": num_sampled,
         "num_accepted": num_sampled,
         **NO_COMMUNICATION,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,17 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-round metrics of a run folder, in round order."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def client_accuracy_stats(accuracies: list[float]) -> dict[str, float]:
+    """Mean / min / max of the clients' test accuracies for a round (NaN when none reported)."""
+    if not accuracies:
+        return {f"client_accuracy_{k}": float("nan") for k in ("mean", "min", "max")}
+    return {
+        "client_accuracy_mean": float(np.mean(accuracies)),
+        "client_accuracy_min": float(np.min(accuracies)),
+        "client_accuracy_max": float(np.max(accuracies)),
+    }
 
 
 class RunRecorder:

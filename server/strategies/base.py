@@ -31,7 +31,7 @@ from torch import nn
 from fedkd import aggregation, protocol
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
-from fedkd.results import RunRecorder
+from fedkd.results import RunRecorder, client_accuracy_stats
 from fedkd.training import (
     TrainConfig,
     accuracy_of_probs,
@@ -238,9 +238,7 @@ class DistillationStrategy(ABC):
         metrics.update(
             global_accuracy=acc,
             global_loss=loss,
-            client_accuracy_mean=float(np.mean(client_acc)) if client_acc else float("nan"),
-            client_accuracy_min=float(np.min(client_acc)) if client_acc else float("nan"),
-            client_accuracy_max=float(np.max(client_acc)) if client_acc else float("nan"),
+            **client_accuracy_stats(client_acc),
             num_sampled=len(clients),
             num_accepted=len(result.clients),
             num_rejected=len(result.rejected),

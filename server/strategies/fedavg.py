@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -26,7 +25,7 @@ from torch import nn
 from fedkd import protocol
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
-from fedkd.results import RunRecorder
+from fedkd.results import RunRecorder, client_accuracy_stats
 from fedkd.training import evaluate
 from server.strategies.roster import ClientInfo, Roster, addressee, error_reason
 
@@ -116,9 +115,7 @@ class FedAvgBaseline(FedAvg):
             num_failed=len(failed),
             failed=failed,
             missing=sorted(by_node[n].client_id for n in set(by_node) - answered),
-            client_accuracy_mean=float(np.mean(accs)) if accs else float("nan"),
-            client_accuracy_min=float(np.min(accs)) if accs else float("nan"),
-            client_accuracy_max=float(np.max(accs)) if accs else float("nan"),
+            **client_accuracy_stats(accs),
         )
         self._round["num_missing"] = len(self._round["missing"])
         return super().aggregate_train(server_round, [r for _, r in ok])
