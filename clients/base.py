@@ -3,6 +3,9 @@
 A round: (a) *digest* -- distil the student toward last round's consensus on its public samples;
 (b) *revisit* -- train on the private partition; (c) predict soft labels on this round's public
 subset. Only those soft labels, the example count and metrics go back to the server.
+With ``clients.kd_schedule=joint``, (a) and (b) are one pass over the private partition mixed with
+as many teacher-labelled public samples: a student on skewed private data (small Dirichlet alpha)
+then keeps what the federation taught it instead of overwriting it with its own few classes.
 Subclasses choose what "soft labels" means (``soft_labels``) and the digest temperature.
 """
 
@@ -12,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedkd import protocol
@@ -88,10 +92,25 @@ class KDClient(ABC):
             batch_size=self.cfg.clients.batch_size,
             lr=self.cfg.clients.lr,
             seed=derive_seed(self.cfg.seed, server_round, self.client_id, phase),
+            augment=self.cfg.clients.augment,
         )
 
     def run_round(self, task: RoundTask) -> tuple[np.ndarray, dict[str, float]]:
-        """Digest, revisit, predict. Returns (soft labels (n, K), metrics)."""
+        """Learn (digest and revisit), then predict. Returns (soft labels (n, K), metrics)."""
+        if self.cfg.clients.kd_schedule == "joint":
+            metrics = self._learn_jointly(task)
+        else:
+            metrics = self._learn_sequentially(task)
+        public = self.public_x[torch.from_numpy(task.public_indices.astype(np.int64))]
+        soft = self.soft_labels(predict_logits(self.model, public))
+        if self.test is not None and len(self.test) > 0:
+            acc, loss = evaluate(
+                self.model, torch.from_numpy(self.test.x), torch.from_numpy(self.test.y)
+            )
+            metrics[protocol.TEST_ACCURACY], metrics[protocol.TEST_LOSS] = acc, loss
+        return soft, metrics
+
+    def _learn_sequentially(self, task: RoundTask) -> dict[str, float]:
         clients = self.cfg.clients
         metrics: dict[str, float] = {}
         if task.consensus_probs is not None and task.consensus_indices is not None:
@@ -111,11 +130,33 @@ class KDClient(ABC):
             self._train_config(clients.revisit_epochs, task.server_round, 1),
         )
         metrics[protocol.TRAIN_LOSS] = revisit.get("total", float("nan"))
-        public = self.public_x[torch.from_numpy(task.public_indices.astype(np.int64))]
-        soft = self.soft_labels(predict_logits(self.model, public))
-        if self.test is not None and len(self.test) > 0:
-            acc, loss = evaluate(
-                self.model, torch.from_numpy(self.test.x), torch.from_numpy(self.test.y)
-            )
-            metrics[protocol.TEST_ACCURACY], metrics[protocol.TEST_LOSS] = acc, loss
-        return soft, metrics
+        return metrics
+
+    def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
+        """One pass over the private samples (one-hot targets) and up to as many public samples
+        drawn from the teacher (its probabilities as targets); the loss is the cross-entropy to
+        the target distribution, i.e. plain CE on private samples and KD at T=1 on public ones
+        (the teacher's temperature is already in its probabilities)."""
+        x = torch.from_numpy(self.private.x)
+        labels = torch.from_numpy(self.private.y)
+        config = self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1)
+        if task.consensus_probs is None or task.consensus_indices is None:
+            terms = train(self.model, x, labels, supervised_loss, config)
+            return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
+        teacher = task.consensus_probs.astype(np.float32)  # (m, K)
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, task.server_round, self.client_id, 2))
+        take = rng.choice(len(teacher), size=min(len(teacher), len(x)), replace=False)
+        public = task.consensus_indices.astype(np.int64)[take]
+        terms = train(
+            self.model,
+            torch.cat([x, self.public_x[torch.from_numpy(public)]]),
+            torch.cat(
+                [
+                    F.one_hot(labels, teacher.shape[1]).float(),
+                    torch.from_numpy(teacher[take]),
+                ]
+            ),
+            make_kd_loss(1.0),
+            config,
+        )
+        return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}

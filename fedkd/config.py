@@ -15,10 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from fedkd.augment import Augment
+
 CONF_DIR: Final = Path(__file__).resolve().parent.parent / "conf"
 
 ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg", "local", "centralized")
 IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flower involved
+KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
 WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
 DATASETS: Final = ("fmnist", "digits")
@@ -132,6 +135,11 @@ class ClientsConfig:
     lr: float = 1e-3
     revisit_epochs: int = 1  # local training on private data per round
     digest_epochs: int = 1  # distillation toward the consensus per round
+    # sequential: digest, then revisit. joint: revisit_epochs over the private data mixed with
+    # as many teacher-labelled public samples, in one pass (digest_epochs unused).
+    kd_schedule: str = "sequential"
+    augment_shift: int = 0  # random translation (pixels) of private images in training
+    augment_flip: bool = False  # random horizontal mirror of private images in training
     num_eval_samples: int = 2_000  # first samples of the test set each client reports on; 0: off
     num_threads: int = 1  # torch threads per client process
 
@@ -155,9 +163,18 @@ class ClientsConfig:
             )
         for key in ("batch_size", "num_threads"):
             _require(getattr(self, key) >= 1, f"clients.{key}", "must be >= 1")
-        for key in ("revisit_epochs", "digest_epochs", "num_eval_samples"):
+        for key in ("revisit_epochs", "digest_epochs", "num_eval_samples", "augment_shift"):
             _require(getattr(self, key) >= 0, f"clients.{key}", "must be >= 0")
         _require(self.lr > 0, "clients.lr", "must be > 0")
+        _require(
+            self.kd_schedule in KD_SCHEDULES,
+            "clients.kd_schedule",
+            f"must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}",
+        )
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.augment_shift, self.augment_flip)
 
     def architecture_of(self, client_id: int) -> str:
         """The architecture client ``client_id`` trains: the explicit map, else round-robin."""
@@ -178,11 +195,18 @@ class ModelConfig:
     distill_epochs: int = 2
     batch_size: int = 128
     lr: float = 1e-3
+    augment_shift: int = 0  # random translation (pixels) of public images in distillation
+    augment_flip: bool = False  # random horizontal mirror of public images in distillation
 
     def __post_init__(self) -> None:
         _require(self.distill_epochs >= 0, "model.distill_epochs", "must be >= 0")
+        _require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
         _require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
         _require(self.lr > 0, "model.lr", "must be > 0")
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.augment_shift, self.augment_flip)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedkd.augment import Augment
 from fedkd.losses import distillation_loss
 
 # (logits (B, K), targets (B,) labels or (B, K) probs) -> named loss terms, including "total".
@@ -25,6 +26,7 @@ class TrainConfig:
     lr: float
     seed: int
     weight_decay: float = 0.0
+    augment: Augment = Augment()  # applied to each batch's inputs (targets unchanged)
 
 
 def supervised_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -62,7 +64,8 @@ def train(
     x : Tensor, shape (N, C, H, W)
     targets : Tensor, shape (N,) int64 labels or (N, K) float probs -- whatever ``loss_fn`` takes
     loss_fn : LossFn
-    cfg : TrainConfig; ``cfg.seed`` fixes the batch order, so a run is reproducible
+    cfg : TrainConfig; ``cfg.seed`` fixes the batch order and augmentation, so a run is
+        reproducible
     optimizer : torch.optim.Optimizer, optional
         To carry optimizer state across calls; default: a fresh Adam with ``cfg.lr``.
     """
@@ -82,7 +85,8 @@ def train(
             batch = order[start : start + cfg.batch_size]
             if len(batch) < 2 and len(x) >= 2:
                 continue  # a lone sample makes BatchNorm fail and says little
-            terms = loss_fn(model(x[batch]), targets[batch])
+            inputs = cfg.augment(x[batch], generator) if cfg.augment.active else x[batch]
+            terms = loss_fn(model(inputs), targets[batch])
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()

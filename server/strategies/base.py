@@ -8,8 +8,8 @@ One round is ONE exchange with the sampled clients (deployment pays seconds of p
 4. aggregate the accepted soft labels into the consensus (``aggregate``), optionally averaged
    with earlier rounds' (``remember``);
 5. distil the global model toward it (``distillation_set``, ``distill_global``);
-6. keep what the clients digest next round (``client_teacher``), evaluate the global model on
-   the test set and record the round.
+6. keep what the clients digest next round (``client_teacher``, on the distillation set),
+   evaluate the global model on the test set and record the round.
 
 Algorithms override hooks (``soft_label_kind``, ``aggregate``, ``distill_global``, ...); none
 copies the loop.
@@ -223,11 +223,10 @@ class DistillationStrategy(ABC):
                 consensus = self.remember(public_idx, consensus, class_weight)
             public_y = self.splits.public.y[public_idx]
             metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
-            metrics.update(
-                self.distill_global(server_round, *self.distillation_set(public_idx, consensus))
-            )
-            self.state.consensus_indices = public_idx
-            self.state.consensus_probs = self.client_teacher(public_idx, consensus)
+            distill_idx, targets = self.distillation_set(public_idx, consensus)
+            metrics.update(self.distill_global(server_round, distill_idx, targets))
+            self.state.consensus_indices = distill_idx
+            self.state.consensus_probs = self.client_teacher(distill_idx, targets)
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
             metrics["consensus_accuracy"] = float("nan")
@@ -378,6 +377,7 @@ class DistillationStrategy(ABC):
                 batch_size=model_cfg.batch_size,
                 lr=model_cfg.lr,
                 seed=derive_seed(self.cfg.seed, server_round, 2**31),
+                augment=model_cfg.augment,
             ),
         )
         return {f"server_{k}": v for k, v in terms.items()}

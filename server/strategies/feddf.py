@@ -60,6 +60,7 @@ class FedDF(FedMD):
                 batch_size=model_cfg.batch_size,
                 lr=model_cfg.lr,
                 seed=derive_seed(self.cfg.seed, server_round, epoch, 2**31),
+                augment=model_cfg.augment,
             )
             train(model, x_fit, targets[fit], make_kd_loss(algo.temperature), cfg, optimizer)
             epochs += 1

@@ -103,3 +103,23 @@ def test_node_without_partition_id_fails_with_a_clear_error():
     )
     with pytest.raises(ValueError, match=r"data-dir.*partition-id"):
         app(_round_message(1, np.arange(10)), ctx)
+
+
+def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
+    cfg = digits_config("clients.kd_schedule=joint", "clients.revisit_epochs=10")
+    ctx = _context(cfg, partition_id=2)
+    public_idx = np.arange(100)
+    first = app(_round_message(1, public_idx), ctx)  # no teacher yet: private data only
+    first_metrics = first.content.metric_records[protocol.REPLY_METRICS]
+    assert first_metrics[protocol.TEST_ACCURACY] > 0.5
+    before = first.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    target = np.zeros((100, 10), dtype=np.float32)
+    target[:, 3] = 1.0
+    reply = app(_round_message(2, public_idx, consensus=(public_idx, target)), ctx)
+    after = reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    metrics = reply.content.metric_records[protocol.REPLY_METRICS]
+    # the teacher's samples moved toward its label (which contradicts most of the private data,
+    # so not all the way), and the private labels were still learnt
+    assert (after.argmax(1) == 3).mean() > 0.5 > 0.3 > (before.argmax(1) == 3).mean()
+    assert metrics[protocol.TEST_ACCURACY] > 0.3
+    assert protocol.DIGEST_LOSS not in metrics  # one pass: no separate digest

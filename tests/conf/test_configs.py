@@ -67,6 +67,9 @@ def test_client_sampling_fraction_and_minimum():
         ("algorithm.aggregation=median", "algorithm.aggregation"),
         ("num_rounds=abc", "num_rounds"),
         ("+partition.alpah=0.1", "partition.alpah"),
+        ("clients.kd_schedule=interleaved", "clients.kd_schedule"),
+        ("model.augment_shift=-2", "model.augment_shift"),
+        ("clients.augment_flip=maybe", "clients.augment_flip"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
