@@ -6,6 +6,10 @@
 Fashion-MNIST, 20 clients, 20 % sampled per round, Dirichlet alpha in {0.1, 0.5}, 10 k public
 images held out of the training set (2 k queried per round), heterogeneous students (CNN, MLP,
 wide CNN, ResNet) for the distillation methods, the CNN as global model and as FedAvg's model.
+Local training budget: FedAvg and local-only clients train 2 epochs on their private data per
+round; distillation clients 1 epoch over their private data mixed with as many teacher-labelled
+public samples (``clients.kd_schedule=joint``: the same number of gradient steps), except the
+``+sequential`` ablation row (digest 1 epoch, then 2 private epochs).
 Each run writes its run folder under ``benchmarks/results/<matrix>/runs/<method>_a<alpha>_s<seed>``;
 a run whose ``summary.json`` says "completed" is skipped, so an interrupted matrix resumes. The
 report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten from
@@ -33,40 +37,59 @@ COMMON = [
     "clients.num_clients=20",
     "clients.fraction=0.2",
     "clients.min_clients=2",
-    "clients.revisit_epochs=2",
-    "clients.digest_epochs=1",
     "clients.num_eval_samples=2000",
     "public_per_round=2000",
     "model=cnn",
     "model.distill_epochs=3",
 ]
 
+PRIVATE_ONLY = ["clients.revisit_epochs=2"]  # fedavg, local-only: 2 private epochs per round
+JOINT = ["clients.kd_schedule=joint", "clients.revisit_epochs=1"]
+SEQUENTIAL = [
+    "clients.kd_schedule=sequential",
+    "clients.digest_epochs=1",
+    "clients.revisit_epochs=2",
+]
+BEST = ["algorithm.consensus_memory=true", "algorithm.client_teacher=global"]
+
 # method name -> overrides. One name per row of the table.
 METHODS: dict[str, list[str]] = {
-    "fedavg": ["algorithm=fedavg", "clients=homogeneous"],
-    "local": ["algorithm=local"],
+    "fedavg": ["algorithm=fedavg", "clients=homogeneous", *PRIVATE_ONLY],
+    "local": ["algorithm=local", *PRIVATE_ONLY],
     "centralized": ["algorithm=centralized", "clients.revisit_epochs=1"],
-    "fedmd": ["algorithm=fedmd"],
-    "dsfl": ["algorithm=dsfl"],
-    "feddf": ["algorithm=feddf", "model.distill_epochs=10"],
-    "dsfl+memory": ["algorithm=dsfl", "algorithm.consensus_memory=true"],
-    "dsfl+memory+global-teacher": [
-        "algorithm=dsfl",
-        "algorithm.consensus_memory=true",
-        "algorithm.client_teacher=global",
-    ],
+    "fedmd": ["algorithm=fedmd", *JOINT],
+    "dsfl": ["algorithm=dsfl", *JOINT],
+    "feddf": ["algorithm=feddf", "model.distill_epochs=10", *JOINT],
+    "dsfl+memory": ["algorithm=dsfl", "algorithm.consensus_memory=true", *JOINT],
+    "dsfl+memory+global-teacher": ["algorithm=dsfl", *BEST, *JOINT],
     "dsfl+memory+global-teacher+full-distill": [
         "algorithm=dsfl",
-        "algorithm.consensus_memory=true",
-        "algorithm.client_teacher=global",
+        *BEST,
         "algorithm.distill_on_memory=true",
         "model.distill_epochs=1",
+        *JOINT,
     ],
     "dsfl+memory+global-teacher+class-weights": [
         "algorithm=dsfl",
-        "algorithm.consensus_memory=true",
-        "algorithm.client_teacher=global",
+        *BEST,
         "algorithm.class_weighting=true",
+        *JOINT,
+    ],
+    "dsfl+memory+global-teacher+class-weights+sequential": [
+        "algorithm=dsfl",
+        *BEST,
+        "algorithm.class_weighting=true",
+        *SEQUENTIAL,
+    ],
+    "dsfl+memory+global-teacher+class-weights+augment": [
+        "algorithm=dsfl",
+        *BEST,
+        "algorithm.class_weighting=true",
+        *JOINT,
+        "model.augment_shift=2",
+        "model.augment_flip=true",
+        "clients.augment_shift=2",
+        "clients.augment_flip=true",
     ],
 }
 
@@ -81,7 +104,22 @@ class Matrix:
 
 
 MATRICES = {
-    "full": Matrix(tuple(METHODS), (0.1, 0.5), (0, 1), rounds=50, centralized_epochs=5),
+    "full": Matrix(
+        (
+            "fedavg",
+            "local",
+            "centralized",
+            "fedmd",
+            "dsfl",
+            "feddf",
+            "dsfl+memory+global-teacher+class-weights",
+            "dsfl+memory+global-teacher+class-weights+sequential",
+        ),
+        (0.1, 0.5),
+        (0, 1),
+        rounds=50,
+        centralized_epochs=5,
+    ),
     "reduced": Matrix(
         (
             "fedavg",

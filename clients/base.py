@@ -144,7 +144,9 @@ class KDClient(ABC):
             terms = train(self.model, x, labels, supervised_loss, config)
             return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
         teacher = task.consensus_probs.astype(np.float32)  # (m, K)
-        rng = np.random.default_rng(derive_seed(self.cfg.seed, task.server_round, self.client_id, 2))
+        rng = np.random.default_rng(
+            derive_seed(self.cfg.seed, task.server_round, self.client_id, 2)
+        )
         take = rng.choice(len(teacher), size=min(len(teacher), len(x)), replace=False)
         public = task.consensus_indices.astype(np.int64)[take]
         terms = train(

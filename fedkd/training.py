@@ -5,7 +5,7 @@ the global model are all :func:`train` with a different ``loss_fn`` and targets.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class TrainConfig:
     lr: float
     seed: int
     weight_decay: float = 0.0
-    augment: Augment = Augment()  # applied to each batch's inputs (targets unchanged)
+    augment: Augment = field(default_factory=Augment)  # on each batch's inputs, not targets
 
 
 def supervised_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
