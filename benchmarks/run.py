@@ -11,9 +11,10 @@ round; distillation clients 1 epoch over their private data mixed with as many t
 public samples (``clients.kd_schedule=joint``: the same number of gradient steps), except the
 ``+sequential`` ablation row (digest 1 epoch, then 2 private epochs).
 Each run writes its run folder under ``benchmarks/results/<matrix>/runs/<method>_a<alpha>_s<seed>``;
-a run whose ``summary.json`` says "completed" is skipped, so an interrupted matrix resumes. The
-report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten from
-every finished run at the end.
+a run whose ``summary.json`` says "completed" and whose ``config.json`` is the config the matrix
+asks for now is skipped, so an interrupted matrix resumes and a changed method is re-run. The
+report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten at the
+end from the matrix's finished, current runs.
 """
 
 import argparse
@@ -23,10 +24,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedkd.config import compose
+from fedkd.config import ExperimentConfig, compose, to_json
 from fedkd.launch import run
 from fedkd.logs import configure_logging
 from fedkd.report import report
+from fedkd.results import CONFIG_FILE, SUMMARY_FILE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("fedkd.benchmark")
@@ -152,15 +154,19 @@ def overrides_for(method: str, alpha: float, seed: int, matrix: Matrix, out: Pat
     ]
 
 
-def is_done(out: Path) -> bool:
-    summary = out / "summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"
+def is_done(out: Path, cfg: ExperimentConfig) -> bool:
+    """Finished, with the config ``cfg`` (where it was written aside, the matrix being portable)."""
+    summary, config = out / SUMMARY_FILE, out / CONFIG_FILE
+    if not summary.is_file() or json.loads(summary.read_text()).get("status") != "completed":
+        return False
+    wanted = json.loads(to_json(cfg))
+    return {**json.loads(config.read_text()), "output_dir": wanted["output_dir"]} == wanted
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--matrix", choices=sorted(MATRICES), default="reduced")
-    parser.add_argument("--only", nargs="*", help="restrict to these methods")
+    parser.add_argument("--only", nargs="*", help="run only these methods (the report has all)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     configure_logging()
@@ -169,23 +175,29 @@ def main() -> None:
     (root / "runs").mkdir(parents=True, exist_ok=True)
     description = {"common": COMMON, "methods": {m: METHODS[m] for m in matrix.methods}}
     (root / "matrix.json").write_text(json.dumps({**description, **vars(matrix)}, indent=2))
+    unknown = set(args.only or ()) - set(matrix.methods)
+    if unknown:
+        parser.error(f"--only: {sorted(unknown)} not in the {args.matrix} matrix {matrix.methods}")
     jobs = [
         (method, alpha, seed)
         for seed in matrix.seeds
         for alpha in matrix.alphas
         for method in matrix.methods
-        if not args.only or method in args.only
     ]
+    finished = []
     for i, (method, alpha, seed) in enumerate(jobs, 1):
         out = root / "runs" / f"{method}_a{alpha}_s{seed}"
-        if args.report_only or is_done(out):
-            continue
-        log.info("[%d/%d] %s alpha=%s seed=%d -> %s", i, len(jobs), method, alpha, seed, out)
-        try:
-            run(compose(overrides_for(method, alpha, seed, matrix, out)))
-        except Exception:  # one failed run must not stop the matrix; its folder says why
-            log.error("run %s failed:\n%s", out.name, traceback.format_exc())
-    runs = sorted(p for p in (root / "runs").iterdir() if is_done(p))
+        cfg = compose(overrides_for(method, alpha, seed, matrix, out))
+        wanted = not args.report_only and (not args.only or method in args.only)
+        if wanted and not is_done(out, cfg):
+            log.info("[%d/%d] %s alpha=%s seed=%d -> %s", i, len(jobs), method, alpha, seed, out)
+            try:
+                run(cfg)
+            except Exception:  # one failed run must not stop the matrix; its folder says why
+                log.error("run %s failed:\n%s", out.name, traceback.format_exc())
+        if is_done(out, cfg):
+            finished.append(out)
+    runs = sorted(finished)
     if runs:
         print(report(runs, root))
 
