@@ -228,6 +228,9 @@ def test_distill_on_memory_uses_every_remembered_sample(tmp_path):
     idx, targets = strategy.distillation_set(np.arange(3), np.zeros((3, 10), np.float32))
     assert len(idx) > 100  # two rounds' subsets, not one
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-5)
+    # clients learn next round from what the global model was distilled on
+    np.testing.assert_array_equal(strategy.state.consensus_indices, idx)
+    np.testing.assert_allclose(strategy.state.consensus_probs, targets, rtol=1e-6)
 
 
 def test_a_node_that_left_is_recorded_offline_and_in_the_summary(tmp_path):
