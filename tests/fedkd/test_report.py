@@ -42,6 +42,8 @@ def test_summary_averages_seeds_and_counts_bytes(tmp_path):
     assert rows["a"]["seeds"] == 2
     assert rows["a"]["final_accuracy"] == pytest.approx(0.85)
     assert rows["a"]["best_accuracy"] == pytest.approx(0.85)
+    # client accuracy: mean over the last (up to 10) rounds, then over seeds
+    assert rows["a"]["client_accuracy"] == pytest.approx((0.65 + 0.6) / 2)
     assert rows["a"]["rounds_to_target"] == pytest.approx(2.5)  # rounds 2 and 3
     assert rows["a"]["uplink_mb_per_client_round"] == pytest.approx(0.001)
     assert rows["b"]["rounds_to_target"] is None
