@@ -82,24 +82,34 @@ class Roster:
 
     def wait_for_nodes(self, grid: Grid) -> None:
         """Wait until ``clients.num_clients`` nodes are connected, or at most
-        ``node_wait_timeout`` seconds as long as ``clients.min_clients`` are."""
+        ``node_wait_timeout`` seconds as long as ``clients.min_clients`` are; then meet them.
+
+        First contact starts each node's ClientApp (imports, loading its data), which on a busy
+        machine can take longer than ``round_timeout``: the nodes get until the same deadline to
+        describe themselves, so a slow start is not mistaken for a node that cannot take part.
+        """
         want, need = self.cfg.clients.num_clients, self.cfg.clients.min_clients
         deadline = time.monotonic() + self.cfg.node_wait_timeout
         while (num := len(list(grid.get_node_ids()))) < want:
             if time.monotonic() > deadline:
                 if num >= need:
                     log.warning("only %d of %d nodes connected; starting with them", num, want)
-                    return
+                    break
                 raise RuntimeError(
                     f"only {num} nodes connected after {self.cfg.node_wait_timeout:.0f}s; "
                     f"clients.min_clients={need}"
                 )
             time.sleep(NODE_WAIT_POLL_SECONDS)
+        while True:
+            remaining = max(deadline - time.monotonic(), self.cfg.round_timeout)
+            online = self.update(grid, timeout=remaining)
+            if not online - set(self.clients) - set(self.unusable) or time.monotonic() > deadline:
+                return
 
-    def update(self, grid: Grid) -> set[int]:
-        """Ask nodes the server has not met yet who they are (one exchange, only when needed).
-
-        Returns the ids of the nodes online now.
+    def update(self, grid: Grid, timeout: float | None = None) -> set[int]:
+        """Ask nodes the server has not met yet who they are (one exchange, only when needed;
+        ``timeout`` defaults to ``round_timeout``). A node that does not answer is asked again
+        next time. Returns the ids of the nodes online now.
         """
         online = set(grid.get_node_ids())
         new = sorted(online - set(self.clients) - set(self.unusable))
@@ -109,7 +119,8 @@ class Roster:
             Message(RecordDict(), dst_node_id=node_id, message_type=protocol.DESCRIBE)
             for node_id in new
         ]
-        for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
+        wait = self.cfg.round_timeout if timeout is None else timeout
+        for reply in grid.send_and_receive(messages, timeout=wait):
             node_id = addressee(reply, messages)
             try:
                 info = parse_describe(reply, node_id)

@@ -12,6 +12,7 @@ from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
 from fedkd.training import predict_logits
 from server.strategies import DSFL, STRATEGIES, FedAvgBaseline, FedDF, FedMD
+from server.strategies.roster import addressee
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -134,6 +135,25 @@ def test_missing_replies_are_recorded_and_all_bad_round_keeps_the_model(tmp_path
     assert metrics["missing"] == [0, 1, 2, 3]
     assert np.isnan(metrics["consensus_accuracy"])
     assert strategy.state.consensus_probs is None
+
+
+def test_first_contact_outlasts_round_timeout_and_asks_slow_nodes_again(tmp_path):
+    cfg = digits_config("round_timeout=1", "node_wait_timeout=30")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    send, timeouts, late = grid.send_and_receive, [], max(grid.contexts)
+
+    def slow_start(messages, *, timeout=None):
+        # the last node is still starting up the first time it is asked: its reply is late
+        messages = list(messages)
+        timeouts.append(timeout)
+        replies = send(messages, timeout=timeout)
+        return [r for r in replies if len(timeouts) > 1 or addressee(r, messages) != late]
+
+    grid.send_and_receive = slow_start
+    strategy.roster.wait_for_nodes(grid)
+    described = {c.client_id for c in strategy.roster.clients.values()}
+    assert described == set(range(cfg.clients.num_clients))
+    assert len(timeouts) == 2 and timeouts[0] > cfg.round_timeout  # asked again, not given up
 
 
 def test_sampling_is_seeded_by_client_id_not_node_id(tmp_path):
