@@ -111,7 +111,6 @@ class KDClient(ABC):
         return soft, metrics
 
     def _learn_sequentially(self, task: RoundTask) -> dict[str, float]:
-        clients = self.cfg.clients
         metrics: dict[str, float] = {}
         if task.consensus_probs is not None and task.consensus_indices is not None:
             digest = train(
@@ -119,30 +118,31 @@ class KDClient(ABC):
                 self.public_x[torch.from_numpy(task.consensus_indices.astype(np.int64))],
                 torch.from_numpy(task.consensus_probs.astype(np.float32)),
                 make_kd_loss(self.digest_temperature),
-                self._train_config(clients.digest_epochs, task.server_round, 0),
+                self._train_config(self.cfg.clients.digest_epochs, task.server_round, 0),
             )
             metrics[protocol.DIGEST_LOSS] = digest.get("total", float("nan"))
-        revisit = train(
+        return {**metrics, **self._revisit(task.server_round)}
+
+    def _revisit(self, server_round: int) -> dict[str, float]:
+        """``clients.revisit_epochs`` of supervised training on the private partition."""
+        terms = train(
             self.model,
             torch.from_numpy(self.private.x),
             torch.from_numpy(self.private.y),
             supervised_loss,
-            self._train_config(clients.revisit_epochs, task.server_round, 1),
+            self._train_config(self.cfg.clients.revisit_epochs, server_round, 1),
         )
-        metrics[protocol.TRAIN_LOSS] = revisit.get("total", float("nan"))
-        return metrics
+        return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
 
     def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
         """One pass over the private samples (one-hot targets) and up to as many public samples
         drawn from the teacher (its probabilities as targets); the loss is the cross-entropy to
         the target distribution, i.e. plain CE on private samples and KD at T=1 on public ones
         (the teacher's temperature is already in its probabilities)."""
+        if task.consensus_probs is None or task.consensus_indices is None:
+            return self._revisit(task.server_round)
         x = torch.from_numpy(self.private.x)
         labels = torch.from_numpy(self.private.y)
-        config = self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1)
-        if task.consensus_probs is None or task.consensus_indices is None:
-            terms = train(self.model, x, labels, supervised_loss, config)
-            return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
         teacher = task.consensus_probs.astype(np.float32)  # (m, K)
         rng = np.random.default_rng(
             derive_seed(self.cfg.seed, task.server_round, self.client_id, 2)
@@ -159,6 +159,6 @@ class KDClient(ABC):
                 ]
             ),
             make_kd_loss(1.0),
-            config,
+            self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}

@@ -89,6 +89,7 @@ class AlgorithmConfig:
     temperature: float = 1.0  # distillation temperature T (FedMD also softens the mean logits by T)
     era_temperature: float = 0.1  # DS-FL's sharpening temperature for ERA
     consensus_memory: bool = False  # average each public sample's consensus over rounds
+    memory_decay: float = 1.0  # per round, earlier rounds' weight in that average is multiplied by it
     client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
     distill_on_memory: bool = False  # server distils on every remembered public sample
     class_weighting: bool = False  # weight clients per class by their class counts
@@ -106,6 +107,7 @@ class AlgorithmConfig:
         _require(self.temperature > 0, "algorithm.temperature", "must be > 0")
         _require(self.era_temperature > 0, "algorithm.era_temperature", "must be > 0")
         _one_of(self.client_teacher, ("consensus", "global"), "algorithm.client_teacher")
+        _require(0 < self.memory_decay <= 1, "algorithm.memory_decay", "must be in (0, 1]")
         _require(
             self.consensus_memory or not self.distill_on_memory,
             "algorithm.distill_on_memory",
@@ -120,8 +122,19 @@ class AlgorithmConfig:
         )
 
 
+class _Augmented:
+    """Mixin of the configs with ``augment_shift`` / ``augment_flip`` keys."""
+
+    augment_shift: int
+    augment_flip: bool
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.augment_shift, self.augment_flip)
+
+
 @dataclasses.dataclass(frozen=True)
-class ClientsConfig:
+class ClientsConfig(_Augmented):
     """The federation: how many clients, their architectures and their local training."""
 
     num_clients: int = 10
@@ -172,10 +185,6 @@ class ClientsConfig:
             f"must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}",
         )
 
-    @property
-    def augment(self) -> Augment:
-        return Augment(self.augment_shift, self.augment_flip)
-
     def architecture_of(self, client_id: int) -> str:
         """The architecture client ``client_id`` trains: the explicit map, else round-robin."""
         return self.architecture_map.get(
@@ -188,7 +197,7 @@ class ClientsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Augmented):
     """The global (server) model and how the server distils it from the consensus."""
 
     architecture: str = "cnn"
@@ -203,10 +212,6 @@ class ModelConfig:
         _require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
         _require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
         _require(self.lr > 0, "model.lr", "must be > 0")
-
-    @property
-    def augment(self) -> Augment:
-        return Augment(self.augment_shift, self.augment_flip)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -154,11 +154,16 @@ class DistillationStrategy(ABC):
         """Running consensus: each public sample's probabilities averaged over every round that
         queried it, so one round's few (skewed) clients cannot swing the target. With class
         weights (K,), a round counts for class ``c`` in proportion to how much of ``c`` its
-        clients hold."""
+        clients hold. With ``algorithm.memory_decay`` d < 1, a round ``k`` rounds old counts
+        ``d**k`` as much as this one: early rounds' untrained clients fade from the target."""
         state = self.state
         if state.memory_sum is None or state.memory_count is None:
             state.memory_sum = np.zeros((len(self.splits.public), consensus.shape[1]))
             state.memory_count = np.zeros((len(self.splits.public), consensus.shape[1]))
+        decay = self.cfg.algorithm.memory_decay
+        if decay < 1:
+            state.memory_sum *= decay
+            state.memory_count *= decay
         weight = np.ones(consensus.shape[1]) if class_weight is None else class_weight
         state.memory_sum[public_idx] += consensus * weight
         state.memory_count[public_idx] += weight

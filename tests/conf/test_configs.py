@@ -68,6 +68,7 @@ def test_client_sampling_fraction_and_minimum():
         ("num_rounds=abc", "num_rounds"),
         ("+partition.alpah=0.1", "partition.alpah"),
         ("clients.kd_schedule=interleaved", "clients.kd_schedule"),
+        ("algorithm.memory_decay=0", "algorithm.memory_decay"),
         ("model.augment_shift=-2", "model.augment_shift"),
         ("clients.augment_flip=maybe", "clients.augment_flip"),
     ],

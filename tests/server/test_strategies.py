@@ -223,6 +223,16 @@ def test_consensus_memory_averages_over_rounds(tmp_path):
     np.testing.assert_allclose(second, [[0.5, 0.5], [0.5, 0.5]])  # sample 1 seen twice
 
 
+def test_memory_decay_fades_older_rounds(tmp_path):
+    cfg = digits_config("algorithm.consensus_memory=true", "algorithm.memory_decay=0.5")
+    strategy = _strategy(cfg, tmp_path)
+    strategy.remember(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    second = strategy.remember(np.array([1]), np.array([[1.0, 0.0]]))
+    np.testing.assert_allclose(second, [[2 / 3, 1 / 3]])  # weights 0.5 (old) and 1 (new)
+    third = strategy.remember(np.array([0]), np.array([[0.0, 1.0]]))
+    np.testing.assert_allclose(third, [[0.25 / 1.25, 1 / 1.25]])  # two rounds old: 0.25
+
+
 def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
     cfg = digits_config("algorithm=fedavg", "model=cnn", num_rounds=2)
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
