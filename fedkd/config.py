@@ -206,9 +206,11 @@ class ModelConfig(_Augmented):
     lr: float = 1e-3
     augment_shift: int = 0  # random translation (pixels) of public images in distillation
     augment_flip: bool = False  # random horizontal mirror of public images in distillation
+    ema_decay: float = 0.0  # > 0: serve an exponential moving average of the model over rounds
 
     def __post_init__(self) -> None:
         _require(self.distill_epochs >= 0, "model.distill_epochs", "must be >= 0")
+        _require(0 <= self.ema_decay < 1, "model.ema_decay", "must be in [0, 1)")
         _require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
         _require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
         _require(self.lr > 0, "model.lr", "must be > 0")

@@ -7,7 +7,8 @@ One round is ONE exchange with the sampled clients (deployment pays seconds of p
 3. receive soft labels on the subset, validate them, reject and count bad replies (``collect``);
 4. aggregate the accepted soft labels into the consensus (``aggregate``), optionally averaged
    with earlier rounds' (``remember``);
-5. distil the global model toward it (``distillation_set``, ``distill_global``);
+5. distil the global model toward it (``distillation_set``, ``distill_global``), optionally
+   averaging its weights over rounds (``served_model``);
 6. keep what the clients digest next round (``client_teacher``, on the distillation set),
    evaluate the global model on the test set and record the round.
 
@@ -27,6 +28,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fedkd import aggregation, protocol
 from fedkd.config import ExperimentConfig
@@ -90,7 +92,9 @@ class DistillationStrategy(ABC):
         The server's copy of the public set (its labels are used for *evaluation only*) and the
         test set.
     global_model : nn.Module
-        Kept across rounds and distilled in place.
+        Kept across rounds and distilled in place. With ``model.ema_decay`` > 0, the model that
+        is evaluated, taught to clients and saved is its moving average over rounds
+        (``served_model``).
     recorder : RunRecorder
     """
 
@@ -110,9 +114,21 @@ class DistillationStrategy(ABC):
         self.recorder = recorder
         self.state = ServerState()
         self.roster = Roster(cfg, splits.num_classes)
+        decay = cfg.model.ema_decay
+        self.averaged = (
+            AveragedModel(global_model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+            if decay > 0
+            else None
+        )
         self._public_x = torch.from_numpy(splits.public.x)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
+
+    @property
+    def served_model(self) -> nn.Module:
+        """What the server evaluates, teaches the clients and saves: the distilled global model,
+        or (``model.ema_decay`` > 0) its exponential moving average over rounds."""
+        return self.global_model if self.averaged is None else self.averaged.module
 
     # ----------------------------------------------------------------- hooks
     @abstractmethod
@@ -133,7 +149,7 @@ class DistillationStrategy(ABC):
         smoother from round to round than a consensus of a few sampled clients."""
         if self.cfg.algorithm.client_teacher == "consensus":
             return consensus
-        logits = predict_logits(self.global_model, self._public_x[public_idx])
+        logits = predict_logits(self.served_model, self._public_x[public_idx])
         return torch.softmax(logits / self.cfg.algorithm.temperature, dim=1).numpy()
 
     def distillation_set(
@@ -200,7 +216,7 @@ class DistillationStrategy(ABC):
                 metrics["num_missing"],
                 metrics["round_seconds"],
             )
-        self.recorder.save_model(self.global_model)
+        self.recorder.save_model(self.served_model)
         return self.recorder.write_summary(**self.roster.summary())
 
     def run_round(self, grid: Grid, server_round: int) -> dict[str, Any]:
@@ -230,12 +246,14 @@ class DistillationStrategy(ABC):
             metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
             distill_idx, targets = self.distillation_set(public_idx, consensus)
             metrics.update(self.distill_global(server_round, distill_idx, targets))
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.global_model)
             self.state.consensus_indices = distill_idx
             self.state.consensus_probs = self.client_teacher(distill_idx, targets)
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
             metrics["consensus_accuracy"] = float("nan")
-        acc, loss = evaluate(self.global_model, self._test_x, self._test_y)
+        acc, loss = evaluate(self.served_model, self._test_x, self._test_y)
         client_acc = [
             m[protocol.TEST_ACCURACY] for m in result.client_metrics if protocol.TEST_ACCURACY in m
         ]

@@ -69,6 +69,7 @@ def test_client_sampling_fraction_and_minimum():
         ("+partition.alpah=0.1", "partition.alpah"),
         ("clients.kd_schedule=interleaved", "clients.kd_schedule"),
         ("algorithm.memory_decay=0", "algorithm.memory_decay"),
+        ("model.ema_decay=1.0", "model.ema_decay"),
         ("model.augment_shift=-2", "model.augment_shift"),
         ("clients.augment_flip=maybe", "clients.augment_flip"),
     ],

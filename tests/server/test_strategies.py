@@ -10,7 +10,7 @@ from fedkd import protocol
 from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
-from fedkd.training import predict_logits
+from fedkd.training import evaluate, predict_logits
 from server.strategies import DSFL, STRATEGIES, FedAvgBaseline, FedDF, FedMD
 from server.strategies.roster import addressee
 from tests.conftest import digits_config
@@ -307,3 +307,25 @@ def test_class_counts_are_only_sent_when_asked(tmp_path):
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     strategy.roster.update(grid)
     assert all(c.class_counts is None for c in strategy.roster.clients.values())
+
+
+def test_ema_serves_the_moving_average_of_the_distilled_model(tmp_path):
+    cfg = digits_config("model.ema_decay=0.5", "algorithm.client_teacher=global")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    after_one = [p.detach().clone() for p in strategy.global_model.parameters()]
+    served = list(strategy.served_model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after_one, served, strict=True))  # a copy
+    second = strategy.run_round(grid, 2)
+    now = list(strategy.global_model.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(after_one, now, strict=True))
+    for old, new, avg in zip(after_one, now, strategy.served_model.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.5 * old + 0.5 * new)
+    # the average is what was evaluated and what the clients learn from next round
+    acc, _ = evaluate(strategy.served_model, strategy._test_x, strategy._test_y)
+    assert second["global_accuracy"] == acc
+    idx = strategy.state.consensus_indices
+    logits = predict_logits(strategy.served_model, strategy._public_x[idx])
+    np.testing.assert_allclose(
+        strategy.state.consensus_probs, torch.softmax(logits, dim=1).numpy(), rtol=1e-5
+    )
