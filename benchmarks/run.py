@@ -52,7 +52,15 @@ SEQUENTIAL = [
     "clients.digest_epochs=1",
     "clients.revisit_epochs=2",
 ]
-BEST = ["algorithm.consensus_memory=true", "algorithm.client_teacher=global"]
+# The best method's steps on top of DS-FL (each an ablation row): a running consensus per public
+# sample, clients taught by the distilled global model, clients weighted per class.
+BEST = [
+    "algorithm=dsfl",
+    "algorithm.consensus_memory=true",
+    "algorithm.client_teacher=global",
+    "algorithm.class_weighting=true",
+]
+DECAY = ["algorithm.memory_decay=0.8"]  # older rounds fade from the running consensus
 
 # method name -> overrides. One name per row of the table.
 METHODS: dict[str, list[str]] = {
@@ -62,31 +70,17 @@ METHODS: dict[str, list[str]] = {
     "fedmd": ["algorithm=fedmd", *JOINT],
     "dsfl": ["algorithm=dsfl", *JOINT],
     "feddf": ["algorithm=feddf", "model.distill_epochs=10", *JOINT],
-    "dsfl+memory": ["algorithm=dsfl", "algorithm.consensus_memory=true", *JOINT],
-    "dsfl+memory+global-teacher": ["algorithm=dsfl", *BEST, *JOINT],
-    "dsfl+memory+global-teacher+full-distill": [
-        "algorithm=dsfl",
+    "dsfl+memory+global-teacher+class-weights": [*BEST, *JOINT],
+    "dsfl+memory+global-teacher+class-weights+decay": [*BEST, *DECAY, *JOINT],
+    "dsfl+memory+global-teacher+class-weights+decay+ema": [
         *BEST,
-        "algorithm.distill_on_memory=true",
-        "model.distill_epochs=1",
+        *DECAY,
+        "model.ema_decay=0.7",
         *JOINT,
     ],
-    "dsfl+memory+global-teacher+class-weights": [
-        "algorithm=dsfl",
-        *BEST,
-        "algorithm.class_weighting=true",
-        *JOINT,
-    ],
-    "dsfl+memory+global-teacher+class-weights+sequential": [
-        "algorithm=dsfl",
-        *BEST,
-        "algorithm.class_weighting=true",
-        *SEQUENTIAL,
-    ],
+    "dsfl+memory+global-teacher+class-weights+sequential": [*BEST, *SEQUENTIAL],
     "dsfl+memory+global-teacher+class-weights+augment": [
-        "algorithm=dsfl",
         *BEST,
-        "algorithm.class_weighting=true",
         *JOINT,
         "model.augment_shift=2",
         "model.augment_flip=true",
@@ -115,6 +109,7 @@ MATRICES = {
             "dsfl",
             "feddf",
             "dsfl+memory+global-teacher+class-weights",
+            "dsfl+memory+global-teacher+class-weights+decay",
             "dsfl+memory+global-teacher+class-weights+sequential",
         ),
         (0.1, 0.5),
@@ -127,14 +122,13 @@ MATRICES = {
             "fedavg",
             "local",
             "centralized",
-            "dsfl",
-            "dsfl+memory+global-teacher",
-            "dsfl+memory+global-teacher+full-distill",
-            "dsfl+memory+global-teacher+class-weights",
-            "dsfl+memory+global-teacher+class-weights+sequential",
-            "dsfl+memory+global-teacher+class-weights+augment",
             "fedmd",
+            "dsfl",
             "feddf",
+            "dsfl+memory+global-teacher+class-weights",
+            "dsfl+memory+global-teacher+class-weights+decay",
+            "dsfl+memory+global-teacher+class-weights+decay+ema",
+            "dsfl+memory+global-teacher+class-weights+augment",
         ),
         (0.1, 0.5),
         (0,),
@@ -159,11 +153,14 @@ def overrides_for(method: str, alpha: float, seed: int, matrix: Matrix, out: Pat
 
 def is_done(out: Path, cfg: ExperimentConfig) -> bool:
     """Finished, with the config ``cfg`` (where it was written aside, the matrix being portable)."""
-    summary, config = out / SUMMARY_FILE, out / CONFIG_FILE
-    if not summary.is_file() or json.loads(summary.read_text()).get("status") != "completed":
-        return False
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        config = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # never started, or interrupted before its files were whole
     wanted = json.loads(to_json(cfg))
-    return {**json.loads(config.read_text()), "output_dir": wanted["output_dir"]} == wanted
+    same = {**config, "output_dir": wanted["output_dir"]} == wanted
+    return summary.get("status") == "completed" and same
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ class AlgorithmConfig:
     temperature: float = 1.0  # distillation temperature T (FedMD also softens the mean logits by T)
     era_temperature: float = 0.1  # DS-FL's sharpening temperature for ERA
     consensus_memory: bool = False  # average each public sample's consensus over rounds
-    memory_decay: float = 1.0  # per round, earlier rounds' weight in that average is multiplied by it
+    memory_decay: float = 1.0  # each round, earlier rounds' weight in it is multiplied by this
     client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
     distill_on_memory: bool = False  # server distils on every remembered public sample
     class_weighting: bool = False  # weight clients per class by their class counts
