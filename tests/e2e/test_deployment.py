@@ -14,12 +14,12 @@ import pytest
 
 from fedkd import cluster
 from fedkd.results import read_metrics
-from tests.e2e.test_simulation import run_fedkd
+from tests.e2e.conftest import QUICK_CLIENTS, QUICK_DSFL
 
 pytestmark = pytest.mark.deployment
 
-NUM_NODES = 3
-DEPLOY = ["experiment=digits_quick", "algorithm=dsfl", f"clients.num_clients={NUM_NODES}"]
+NUM_NODES = QUICK_CLIENTS
+DEPLOY = QUICK_DSFL
 
 
 def deploy_command(out: Path, *overrides: str) -> list[str]:
@@ -50,7 +50,9 @@ def tls_cluster(tmp_path):
     cluster.down(Path(state.workdir))
 
 
-def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(tls_cluster, tmp_path):
+def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
+    tls_cluster, tmp_path, dsfl_run
+):
     """One deploy run (each costs minutes here) checks learning, parity with the simulation
     engine and node authentication; the plaintext path is the dead-node test's."""
     state = tls_cluster
@@ -72,8 +74,7 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(tls_clus
     plain_log = (Path(state.workdir) / "supernode-91" / "supernode.log").read_text()
     assert "Connection attempt failed" in plain_log
     # the same config in Flower's simulation engine learns the same
-    sim = run_fedkd(tmp_path, *DEPLOY, name="sim")
-    sim_summary = json.loads((sim / "summary.json").read_text())
+    sim_summary = json.loads((dsfl_run / "summary.json").read_text())
     assert abs(sim_summary["final_global_accuracy"] - summary["final_global_accuracy"]) <= 0.01
     # one exchange per round (plus one describe at the start): rounds are recorded with times
     assert all(r["round_seconds"] > 0 for r in read_metrics(tmp_path / "tls"))
