@@ -125,7 +125,6 @@ MATRICES = {
             "fedmd",
             "dsfl",
             "feddf",
-            "dsfl+memory+global-teacher+class-weights",
             "dsfl+memory+global-teacher+class-weights+decay",
             "dsfl+memory+global-teacher+class-weights+decay+ema",
             "dsfl+memory+global-teacher+class-weights+augment",
