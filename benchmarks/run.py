@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedkd.config import ExperimentConfig, compose, to_json
+from fedkd.data import FMNIST_MEAN, FMNIST_STD
 from fedkd.launch import run
 from fedkd.logs import configure_logging
 from fedkd.report import report
@@ -35,6 +36,10 @@ log = logging.getLogger("fedkd.benchmark")
 
 COMMON = [
     "dataset=fmnist",
+    # the statistics every published row was measured with (now computed from the public set
+    # unless given)
+    f"normalize.mean=[{FMNIST_MEAN}]",
+    f"normalize.std=[{FMNIST_STD}]",
     "partition=dirichlet",
     "clients.num_clients=20",
     "clients.fraction=0.2",

@@ -96,7 +96,7 @@ class Node:
 def _load_node(context: Context) -> Node:
     cfg = from_run_config(context.run_config)
     torch.set_num_threads(cfg.clients.num_threads)
-    splits = load_data(cfg.dataset, cfg.seed)
+    splits = load_data(cfg, private=not context.node_config.get(NODE_DATA_DIR))
     client_id, private = _private_data(context, cfg, splits)
     model = build_client_model(cfg, client_id, splits)
     if MODEL_STATE in context.state.array_records:
@@ -136,7 +136,7 @@ def describe(msg: Message, context: Context) -> Message:
                 }
             ),
             protocol.DESCRIBE_CONFIG: ConfigRecord(
-                {protocol.ARCHITECTURE: client_architecture(node.cfg, node.client_id)}
+                {protocol.ARCHITECTURE: client_architecture(node.cfg, node.client_id).kind}
             ),
         }
     )

@@ -33,6 +33,7 @@ def local_update(
             batch_size=cfg.clients.batch_size,
             lr=cfg.clients.lr,
             seed=derive_seed(cfg.seed, server_round, client_id, 1),
+            augment=cfg.clients.augment,
         ),
     )
     metrics = {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}

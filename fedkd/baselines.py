@@ -58,12 +58,18 @@ def _fit(cfg: ExperimentConfig, model: torch.nn.Module, data: ArrayDataset, seed
         torch.from_numpy(data.x),
         torch.from_numpy(data.y),
         supervised_loss,
-        TrainConfig(cfg.clients.revisit_epochs, cfg.clients.batch_size, cfg.clients.lr, seed),
+        TrainConfig(
+            cfg.clients.revisit_epochs,
+            cfg.clients.batch_size,
+            cfg.clients.lr,
+            seed,
+            augment=cfg.clients.augment,
+        ),
     )
 
 
 def run_local(cfg: ExperimentConfig, recorder: RunRecorder) -> dict[str, Any]:
-    splits = load_data(cfg.dataset, cfg.seed)
+    splits = load_data(cfg)
     num = cfg.clients.num_clients
     test = splits.test.subset(np.arange(min(cfg.clients.num_eval_samples, len(splits.test))))
     test_x, test_y = torch.from_numpy(test.x), torch.from_numpy(test.y)
@@ -77,14 +83,14 @@ def run_local(cfg: ExperimentConfig, recorder: RunRecorder) -> dict[str, Any]:
         accs = [evaluate(m, test_x, test_y)[0] for m in models]
         _log(recorder, cfg, server_round, start, float("nan"), float("nan"), accs, len(sampled))
     clients = [
-        {"client_id": i, "architecture": client_architecture(cfg, i), "num_examples": len(p)}
+        {"client_id": i, "architecture": client_architecture(cfg, i).kind, "num_examples": len(p)}
         for i, p in enumerate(private)
     ]
     return recorder.write_summary(clients=clients, unusable_nodes={})
 
 
 def run_centralized(cfg: ExperimentConfig, recorder: RunRecorder) -> dict[str, Any]:
-    splits = load_data(cfg.dataset, cfg.seed)
+    splits = load_data(cfg)
     model = build_global_model(cfg, splits)
     test_x, test_y = torch.from_numpy(splits.test.x), torch.from_numpy(splits.test.y)
     for server_round in range(1, cfg.num_rounds + 1):

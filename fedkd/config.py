@@ -8,6 +8,8 @@ raises :class:`ConfigError` with the dotted key in the message (``partition.alph
 """
 
 import dataclasses
+import importlib
+import inspect
 import json
 import shlex
 import types
@@ -24,9 +26,11 @@ IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flow
 KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
 WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
-DATASETS: Final = ("fmnist", "digits")
 PARTITIONS: Final = ("iid", "dirichlet", "shards")
 MODES: Final = ("simulation", "deploy")
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -42,22 +46,292 @@ def _one_of(value: str, choices: Sequence[str], key: str) -> None:
     _require(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig:
-    """Where the data comes from and how it is split into private pool / public set / test set."""
+TARGET_KEY: Final = "_target_"  # Hydra's convention: a pluggable part by import path
+NAME_KEY: Final = "name"  # ... or by a built-in short name
 
-    name: str = "fmnist"
-    data_dir: str | None = None  # None: $FEDKD_DATA_DIR, then the Debian package's directory
-    num_public: int = 10_000  # public proxy set, drawn from the training set, unlabeled for clients
-    num_private: int | None = None  # None: the rest of the training set
-    num_test: int | None = None  # None: the official test set (digits: 360)
+
+def import_object(path: str, key: str) -> Any:
+    """The object at import path ``pkg.module.Name``; a failure raises naming ``key``."""
+    module, _, attr = path.rpartition(".")
+    if not module or not attr:
+        raise ConfigError(f"{key}: {path!r} is not an import path (package.module.Name)")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{key}: cannot import {path!r} ({type(err).__name__}: {err})") from err
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable copy of a JSON-like value (lists -> tuples, mappings -> sorted pairs)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """A pluggable part (data source, model, ...): a class and the keyword arguments it takes.
+
+    ``kind`` is what the config said: a built-in short name (``npz``, ``cnn``) or an import path
+    (``mypkg.nets.TinyNet``); ``args`` are the validated keyword arguments, frozen so that a
+    config stays hashable. :meth:`instantiate` is the one way such a part is built.
+    """
+
+    kind: str
+    target: str  # import path of the class
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cls(self) -> Any:
+        return import_object(self.target, self.kind)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {k: _thawed(v) for k, v in self.args}
+
+    def instantiate(self, **extra: Any) -> Any:
+        cls = self.cls
+        if dataclasses.is_dataclass(cls):
+            return _build(cls, {**self.kwargs, **extra})  # type: ignore[arg-type]
+        return cls(**self.kwargs, **extra)
+
+    def node(self, builtins: Mapping[str, Any]) -> dict[str, Any]:
+        """The config node this component was built from (for ``config.json``)."""
+        head = {NAME_KEY: self.kind} if self.kind in builtins else {TARGET_KEY: self.kind}
+        return {**head, **self.kwargs}
+
+
+def build_component(
+    node: Mapping[str, Any],
+    key: str,
+    builtins: Mapping[str, Any],
+    context_args: Sequence[str] = (),
+) -> Component:
+    """Validate ``{name: <built-in> | _target_: <import path>, **kwargs}`` into a Component.
+
+    The class is imported now (so a typo fails before anything runs, naming ``key``) and its
+    keyword arguments are checked against its own schema: a dataclass's typed fields, else the
+    signature of ``__init__``. ``context_args`` are the arguments fedkd itself passes when it
+    builds the part (e.g. a model's ``input_shape`` and ``num_classes``): the class must take
+    them, and the config may not set them.
+    """
+    node = dict(node)
+    if (TARGET_KEY in node) == (NAME_KEY in node):
+        raise ConfigError(
+            f"{key} needs exactly one of '{NAME_KEY}' (built-in: {sorted(builtins)}) or "
+            f"'{TARGET_KEY}' (an import path), got keys {sorted(node)}"
+        )
+    kind = str(node.pop(TARGET_KEY, None) or node.pop(NAME_KEY))
+    if TARGET_KEY not in node and kind in builtins:
+        cls = builtins[kind]
+    elif "." in kind:
+        cls = import_object(kind, f"{key}.{TARGET_KEY}")
+    else:
+        raise ConfigError(
+            f"{key}: unknown name {kind!r}; built-in: {sorted(builtins)}, or an import path"
+        )
+    if not callable(cls):
+        raise ConfigError(f"{key}: {kind!r} is not a class")
+    reserved = sorted(set(node) & set(context_args))
+    if reserved:
+        raise ConfigError(f"{key}.{reserved[0]} is set by fedkd and cannot be configured")
+    target = f"{cls.__module__}.{cls.__qualname__}"
+    if dataclasses.is_dataclass(cls):
+        try:
+            instance = _build(cls, node, key + ".")  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"{key}: {err}") from err
+        args = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    else:
+        _check_signature(cls, node, key, context_args)
+        args = node
+    return Component(kind, target, _frozen(args))
+
+
+def _check_signature(
+    cls: Any, node: Mapping[str, Any], key: str, context_args: Sequence[str]
+) -> None:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    names = set(params)
+    unknown = sorted(set(node) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {key}.{unknown[0]}: {cls.__qualname__} takes {sorted(names)}"
+        )
+    missing = [c for c in context_args if c not in names]
+    if missing:
+        raise ConfigError(
+            f"{key}: {cls.__qualname__} must take {list(context_args)} keyword arguments "
+            f"(fedkd passes them), it lacks {missing}"
+        )
+    required = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in node
+        and n not in context_args
+    ]
+    if required:
+        raise ConfigError(f"{key}.{required[0]} is required by {cls.__qualname__}")
+
+
+def _sources() -> Mapping[str, Any]:
+    from fedkd.data.sources import SOURCES
+
+    return SOURCES
+
+
+def _builtin_source(name: str) -> Component:
+    return build_component({NAME_KEY: name}, "dataset", _sources())
+
+
+def _models() -> Mapping[str, Any]:
+    from fedkd.models import ARCHITECTURES  # torch: imported only once a config is built
+
+    return ARCHITECTURES
+
+
+MODEL_CONTEXT_ARGS: Final = ("input_shape", "num_classes")  # what fedkd passes every model
+
+
+def model_component(value: Any, key: str) -> Component:
+    """A model: a built-in name (``cnn``), an import path (``mypkg.nets.TinyNet``: a name with a
+    dot), or a ``{_target_: ..., **kwargs}`` node. It is called as ``Class(input_shape=(C, H,
+    W), num_classes=K, **kwargs)``."""
+    if isinstance(value, str):
+        value = {TARGET_KEY if "." in value else NAME_KEY: value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a model name, an import path or a mapping, got {value!r}")
+    return build_component(value, key, _models(), MODEL_CONTEXT_ARGS)
+
+
+def model_node(component: Component) -> Any:
+    """How a model component is written back: its name alone when it has no arguments."""
+    return component.kind if not component.args else component.node(_models())
+
+
+def _split_node(cls: type[T], node: Any, key: str) -> T:
+    """A data node: a source (``name``/``_target_`` + its arguments) plus ``cls``' own keys."""
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key} must be a mapping, got {node!r}")
+    own = {f.name for f in dataclasses.fields(cls) if f.name != "source"}  # type: ignore[arg-type]
+    source = build_component({k: v for k, v in node.items() if k not in own}, key, _sources())
+    return _build(cls, {k: v for k, v in node.items() if k in own}, key + ".", source=source)
+
+
+class _SplitNode:
+    """Mixin: a data node serialises as its source's keys plus its own."""
+
+    source: Component
+
+    def to_node(self) -> dict[str, Any]:
+        own = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.name != "source"
+        }
+        return {**self.source.node(_sources()), **own}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig(_SplitNode):
+    """The private data's source (the task being learned) and what is held out of it.
+
+    The node holds the source's own keys (``name: npz``, ``path: ...``) beside these.
+    """
+
+    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    num_public: int = 10_000  # held out as the public set; 0 when `public` has its own source
+    num_private: int | None = None  # None: the rest of the training pool
+    num_test: int | None = None  # None: the source's test split, else its default hold-out
 
     def __post_init__(self) -> None:
-        _one_of(self.name, DATASETS, "dataset.name")
-        _require(self.num_public >= 1, "dataset.num_public", f"must be >= 1, got {self.num_public}")
+        _require(self.num_public >= 0, "dataset.num_public", f"must be >= 0, got {self.num_public}")
         for key in ("num_private", "num_test"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"dataset.{key}", f"must be >= 1, got {value}")
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> "DatasetConfig":
+        return _split_node(cls, node, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicConfig(_SplitNode):
+    """A public proxy set from a source of its own (``public=folder public.path=DIR``)."""
+
+    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    num_samples: int | None = None  # None: the whole source
+    resize: bool = True  # images of another shape: resize them (false: refuse)
+    task_labels: bool = False  # its labels are the private task's classes (consensus accuracy)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_samples is None or self.num_samples >= 1, "public.num_samples", "must be >= 1"
+        )
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> "PublicConfig":
+        return _split_node(cls, node, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestConfig(_SplitNode):
+    """A test set from a source of its own (``test=npz test.path=FILE``): its test split if it
+    has one, else its pool. Its labels must be the private task's classes."""
+
+    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    num_samples: int | None = None  # None: all of it
+    resize: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_samples is None or self.num_samples >= 1, "test.num_samples", "must be >= 1"
+        )
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> "TestConfig":
+        return _split_node(cls, node, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeConfig:
+    """Per-channel input statistics; null: computed from the public set (never private data)."""
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.mean is None) == (self.std is None),
+            "normalize",
+            "needs both mean and std, or neither",
+        )
+        if self.std is not None and self.mean is not None:
+            _require(len(self.mean) == len(self.std) >= 1, "normalize.std", "must match mean")
+            _require(all(s > 0 for s in self.std), "normalize.std", "must be > 0")
+
+    @property
+    def given(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        if self.mean is None or self.std is None:
+            return None
+        return tuple(self.mean), tuple(self.std)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +414,13 @@ class ClientsConfig(_Augmented):
     num_clients: int = 10
     fraction: float = 1.0  # share of clients sampled each round ...
     min_clients: int = 2  # ... but never fewer than this
-    architectures: list[str] = dataclasses.field(
-        default_factory=lambda: ["cnn", "mlp", "wide_cnn", "resnet"]
-    )  # assigned round-robin by client id
-    architecture_map: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> name
+    architectures: list[Component] = dataclasses.field(
+        default_factory=lambda: [
+            model_component(a, "clients.architectures")
+            for a in ("cnn", "mlp", "wide_cnn", "resnet")
+        ]
+    )  # assigned round-robin by client id: names, import paths or _target_ nodes
+    architecture_map: dict[str, Component] = dataclasses.field(default_factory=dict)  # id ->
     batch_size: int = 64
     lr: float = 1e-3
     revisit_epochs: int = 1  # local training on private data per round
@@ -185,7 +462,7 @@ class ClientsConfig(_Augmented):
             f"must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}",
         )
 
-    def architecture_of(self, client_id: int) -> str:
+    def architecture_of(self, client_id: int) -> Component:
         """The architecture client ``client_id`` trains: the explicit map, else round-robin."""
         return self.architecture_map.get(
             str(client_id), self.architectures[client_id % len(self.architectures)]
@@ -200,7 +477,9 @@ class ClientsConfig(_Augmented):
 class ModelConfig(_Augmented):
     """The global (server) model and how the server distils it from the consensus."""
 
-    architecture: str = "cnn"
+    architecture: Component = dataclasses.field(
+        default_factory=lambda: model_component("cnn", "model.architecture")
+    )
     distill_epochs: int = 2
     batch_size: int = 128
     lr: float = 1e-3
@@ -233,6 +512,9 @@ class ExperimentConfig:
     """One fedkd run: everything the ServerApp and every ClientApp need to know."""
 
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
+    public: PublicConfig | None = None  # None: held out of `dataset` (dataset.num_public)
+    test: TestConfig | None = None  # None: the dataset's test split, or held out of it
+    normalize: NormalizeConfig = dataclasses.field(default_factory=NormalizeConfig)
     partition: PartitionConfig = dataclasses.field(default_factory=PartitionConfig)
     algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
@@ -250,30 +532,34 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
-        if self.public_per_round is not None:
+        if self.public is None:
             _require(
-                1 <= self.public_per_round <= self.dataset.num_public,
+                self.dataset.num_public >= 1,
+                "dataset.num_public",
+                "must be >= 1 (the public set is held out of the dataset unless `public` is set)",
+            )
+        else:
+            _require(
+                self.dataset.num_public == 0,
+                "dataset.num_public",
+                f"must be 0 when `public` has its own source, got {self.dataset.num_public}",
+            )
+        if self.test is not None:
+            _require(
+                self.dataset.num_test is None,
+                "dataset.num_test",
+                f"must be null when `test` has its own source, got {self.dataset.num_test}",
+            )
+        if self.public_per_round is not None:
+            known = self.public.num_samples if self.public else self.dataset.num_public
+            _require(
+                self.public_per_round >= 1 and (known is None or self.public_per_round <= known),
                 "public_per_round",
-                f"({self.public_per_round}) must be in [1, dataset.num_public="
-                f"{self.dataset.num_public}]",
+                f"({self.public_per_round}) must be in [1, the public set's size ({known})]",
             )
         _require(self.round_timeout > 0, "round_timeout", "must be > 0")
         _require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         _one_of(self.mode, MODES, "mode")
-        from fedkd.models import ARCHITECTURES  # torch: imported only once a config is built
-
-        archs = [("model.architecture", self.model.architecture)]
-        archs += [
-            (f"clients.architectures[{i}]", a) for i, a in enumerate(self.clients.architectures)
-        ]
-        archs += [
-            (f"clients.architecture_map.{k}", a) for k, a in self.clients.architecture_map.items()
-        ]
-        for key, arch in archs:
-            _one_of(arch, sorted(ARCHITECTURES), key)
-
-
-T = TypeVar("T")
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -285,6 +571,10 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             return None
         (inner,) = (o for o in options if o is not type(None))
         return _convert(value, inner, key)
+    if annotation is Component:  # the only bare Component fields are models
+        return model_component(value, key)
+    if hasattr(annotation, "from_node"):
+        return annotation.from_node(value, key)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
@@ -306,7 +596,9 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "", **fixed: Any) -> T:
+    """``cls(**data)`` with every value checked against its annotation; ``fixed`` arguments are
+    already built. Unknown keys and out-of-range values raise :class:`ConfigError`."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -317,7 +609,7 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         )
     hints = get_type_hints(cls)
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    return cls(**kwargs, **fixed)
 
 
 def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
@@ -325,8 +617,24 @@ def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     return _build(ExperimentConfig, data)
 
 
+def _node(value: Any) -> Any:
+    if isinstance(value, Component):
+        return model_node(value)
+    if hasattr(value, "to_node"):
+        return value.to_node()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _node(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_node(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _node(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as the plain mapping it was built from (``from_dict`` reads it back)."""
+    result: dict[str, Any] = _node(cfg)
+    return result
 
 
 def to_json(cfg: ExperimentConfig) -> str:

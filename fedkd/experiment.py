@@ -5,35 +5,81 @@ virtual clients and rounds, and re-reading Fashion-MNIST for each message would 
 """
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedkd.config import DatasetConfig, ExperimentConfig, PartitionConfig
-from fedkd.data import ArrayDataset, DatasetSplits, load_splits, make_partitions
-from fedkd.models import build_model
+from fedkd.config import (
+    Component,
+    ConfigError,
+    DatasetConfig,
+    ExperimentConfig,
+    PartitionConfig,
+    PublicConfig,
+    TestConfig,
+)
+from fedkd.data import (
+    ArrayDataset,
+    DatasetSplits,
+    ExternalSplit,
+    SourceData,
+    SplitSizes,
+    build_splits,
+    make_partitions,
+)
 from fedkd.training import derive_seed
 
 
+def load_data(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
+    """The private pool / public set / test set of ``cfg``, split and normalised with its seed.
+
+    ``private=False`` (a deployment server) skips the private data's source when the public and
+    test sets both have sources of their own; its private pool is then empty.
+    """
+    need_private = private or cfg.public is None or cfg.test is None
+    return _load_data(
+        cfg.dataset if need_private else None, cfg.public, cfg.test, cfg.normalize.given, cfg.seed
+    )
+
+
 @lru_cache(maxsize=2)
-def load_data(dataset: DatasetConfig, seed: int) -> DatasetSplits:
-    """The private pool / public set / test set of ``dataset``, split with ``seed``."""
-    return load_splits(
-        dataset.name,
-        data_dir=dataset.data_dir,
-        num_public=dataset.num_public,
-        num_private=dataset.num_private,
-        num_test=dataset.num_test,
+def _load_data(
+    dataset: DatasetConfig | None,
+    public: PublicConfig | None,
+    test: TestConfig | None,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    seed: int,
+) -> DatasetSplits:
+    def source(node: DatasetConfig | PublicConfig | TestConfig) -> SourceData:
+        data: SourceData = node.source.instantiate().load()
+        return data
+
+    parts = [f"{dataset.source.kind} private" if dataset else ""]
+    parts += [f"{public.source.kind} public" if public else ""]
+    parts += [f"{test.source.kind} test" if test else ""]
+    return build_splits(
+        None if dataset is None else source(dataset),
+        SplitSizes(0, None, None)
+        if dataset is None
+        else SplitSizes(dataset.num_public, dataset.num_private, dataset.num_test),
+        public=None
+        if public is None
+        else ExternalSplit(source(public), public.num_samples, public.resize, public.task_labels),
+        test=None if test is None else ExternalSplit(source(test), test.num_samples, test.resize),
+        mean=None if stats is None else stats[0],
+        std=None if stats is None else stats[1],
         seed=seed,
+        name=" + ".join(p for p in parts if p) or "?",
     )
 
 
 @lru_cache(maxsize=2)
 def _partitions(
-    dataset: DatasetConfig, partition: PartitionConfig, num_partitions: int, seed: int
+    data: tuple[Any, ...], partition: PartitionConfig, num_partitions: int, seed: int
 ) -> tuple[np.ndarray, ...]:
-    labels = load_data(dataset, seed).private.y
+    labels = _load_data(*data).private.y
     return tuple(
         make_partitions(
             partition.name,
@@ -51,8 +97,9 @@ def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: i
     """Client ``client_id``'s share of the private pool (a demo of data that never leaves it)."""
     if not 0 <= client_id < num_partitions:
         raise ValueError(f"client id {client_id} is not in [0, {num_partitions})")
-    parts = _partitions(cfg.dataset, cfg.partition, num_partitions, cfg.seed)
-    return load_data(cfg.dataset, cfg.seed).private.subset(parts[client_id])
+    data = (cfg.dataset, cfg.public, cfg.test, cfg.normalize.given, cfg.seed)
+    parts = _partitions(data, cfg.partition, num_partitions, cfg.seed)
+    return load_data(cfg).private.subset(parts[client_id])
 
 
 def sample_client_ids(cfg: ExperimentConfig, server_round: int, client_ids: list[int]) -> list[int]:
@@ -64,19 +111,81 @@ def sample_client_ids(cfg: ExperimentConfig, server_round: int, client_ids: list
     return [known[i] for i in np.sort(rng.choice(len(known), size=num, replace=False))]
 
 
-def client_architecture(cfg: ExperimentConfig, client_id: int) -> str:
+def client_architecture(cfg: ExperimentConfig, client_id: int) -> Component:
     """The architecture client ``client_id`` trains (weight averaging: the global one)."""
     if cfg.algorithm.shares_weights:
         return cfg.model.architecture
     return cfg.clients.architecture_of(client_id)
 
 
+def build_model(spec: Component, splits: DatasetSplits) -> nn.Module:
+    """``Class(input_shape=(C, H, W), num_classes=K, **kwargs)`` of a model component."""
+    model = spec.instantiate(input_shape=splits.input_shape, num_classes=splits.num_classes)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec.kind} built a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 def build_client_model(cfg: ExperimentConfig, client_id: int, splits: DatasetSplits) -> nn.Module:
     """A freshly initialised student of the architecture configured for ``client_id``."""
     torch.manual_seed(derive_seed(cfg.seed, client_id, 7))
-    return build_model(client_architecture(cfg, client_id), splits.input_shape, splits.num_classes)
+    return build_model(client_architecture(cfg, client_id), splits)
 
 
 def build_global_model(cfg: ExperimentConfig, splits: DatasetSplits) -> nn.Module:
     torch.manual_seed(derive_seed(cfg.seed, 2**31, 7))
-    return build_model(cfg.model.architecture, splits.input_shape, splits.num_classes)
+    return build_model(cfg.model.architecture, splits)
+
+
+def model_keys(cfg: ExperimentConfig) -> list[tuple[str, Component]]:
+    """Every model the config names, with its config key (for checks that name the key)."""
+    keys = [("model.architecture", cfg.model.architecture)]
+    if not cfg.algorithm.shares_weights:
+        keys += [
+            (f"clients.architectures[{i}]", a) for i, a in enumerate(cfg.clients.architectures)
+        ]
+        keys += [
+            (f"clients.architecture_map.{k}", a) for k, a in cfg.clients.architecture_map.items()
+        ]
+    return keys
+
+
+def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
+    """Load the data and build every model once, before Flower starts: missing or malformed
+    data, a model that cannot be built, or one whose output is not (batch, num_classes), fails
+    here with a :class:`ConfigError` naming the key. ``private=False``: as a deployment server
+    loads it (the private data lives on the SuperNodes)."""
+    try:
+        splits = load_data(cfg, private=private)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data ({_data_keys(cfg)}): {err}") from err
+    probe = torch.from_numpy(splits.test.x[:2])
+    for key, spec in model_keys(cfg):
+        try:
+            model = build_model(spec, splits)
+            model.eval()
+            with torch.no_grad():
+                out = model(probe)
+        except Exception as err:
+            raise ConfigError(
+                f"{key}: {spec.kind} failed on input {tuple(probe.shape)}: {err}"
+            ) from err
+        want = (len(probe), splits.num_classes)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"{key}: {spec.kind} must map (batch, C, H, W) to logits (batch, num_classes) = "
+                f"{want}, got {got}"
+            )
+    return splits
+
+
+def forget_data() -> None:
+    """Drop this process's cached data (a launcher need not hold it while Flower runs)."""
+    _partitions.cache_clear()
+    _load_data.cache_clear()
+
+
+def _data_keys(cfg: ExperimentConfig) -> str:
+    keys = ["dataset"] + (["public"] if cfg.public else []) + (["test"] if cfg.test else [])
+    return ", ".join(keys)

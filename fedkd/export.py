@@ -1,7 +1,7 @@
 """``fedkd-export-partitions OUT_DIR [overrides...]``: write each client's private share to disk.
 
 For trying deployment with real per-node directories: client ``i`` gets
-``OUT_DIR/client-<i>/private.npz`` (float32 ``x`` normalised like fedkd's loader, int64 ``y``),
+``OUT_DIR/client-<i>/private.npz`` (float32 ``x`` in the sources' raw scale, int64 ``y``),
 to be served by a SuperNode started with ``--node-config "data-dir=OUT_DIR/client-<i>"``.
 The split follows the same config (dataset, partition, clients.num_clients, seed) as a run.
 """
@@ -14,19 +14,23 @@ import numpy as np
 
 from fedkd.config import compose
 from fedkd.data.node import NODE_NPZ
-from fedkd.experiment import client_private_data
+from fedkd.experiment import client_private_data, load_data
 
 log = logging.getLogger("fedkd.export")
 
 
 def export_partitions(out_dir: Path, overrides: list[str]) -> list[Path]:
     cfg = compose(overrides)
+    splits = load_data(cfg)
+    mean = np.asarray(splits.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(splits.std, np.float32).reshape(1, -1, 1, 1)
     paths = []
     for client_id in range(cfg.clients.num_clients):
         data = client_private_data(cfg, client_id, cfg.clients.num_clients)
         path = out_dir / f"client-{client_id}" / NODE_NPZ
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x=data.x, y=data.y)
+        # back to the raw scale: each node normalises with the run's shared statistics
+        np.savez(path, x=data.x * std + mean, y=data.y)
         paths.append(path)
         log.info("client %d: %d samples -> %s", client_id, len(data), path)
     return paths

@@ -189,6 +189,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         from fedkd.baselines import run_baseline
 
         return run_baseline(cfg)
+    from fedkd.experiment import forget_data, preflight
+
+    preflight(cfg, private=cfg.mode == "simulation")  # bad data or models fail here, not in Flower
+    forget_data()
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         run_config = write_run_config(cfg, workdir / "run_config.toml")

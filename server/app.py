@@ -29,7 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     seed_everything(cfg.seed)
     recorder = RunRecorder(output_dir, cfg)
     try:
-        splits = load_data(cfg.dataset, cfg.seed)
+        splits = load_data(cfg, private=False)
         strategy = STRATEGIES[cfg.algorithm.name](
             cfg, splits, build_global_model(cfg, splits), recorder
         )

@@ -23,16 +23,13 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "DATASET_NAMES",
     "DATA_DIR_ENV",
     "DEFAULT_FMNIST_DIR",
     "FMNIST_MEAN",
@@ -40,11 +37,13 @@ __all__ = [
     "ArrayDataset",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "ImageSet",
+    "check_labels",
     "find_fmnist_dir",
     "load_digits_arrays",
     "load_fmnist",
     "load_npz",
-    "load_splits",
+    "normalize",
     "read_idx",
 ]
 
@@ -53,15 +52,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "FEDKD_DATA_DIR"
 
-# Per-pixel statistics of the Fashion-MNIST training set after scaling to [0, 1]; fixed
-# constants (not recomputed) so that every split and every client normalises identically.
+# Per-pixel statistics of the Fashion-MNIST training set after scaling to [0, 1]: what the
+# benchmark experiments pin (normalize.mean / normalize.std) so published numbers stay put.
 FMNIST_MEAN = 0.2860
 FMNIST_STD = 0.3530
 _FMNIST_NUM_CLASSES = 10
 _FMNIST_IMAGE_SHAPE = (28, 28)
 
-_DIGITS_NUM_CLASSES = 10
-_DIGITS_DEFAULT_NUM_TEST = 360
 
 # Stems of the four Fashion-MNIST IDX files; each may be present raw or with a ``.gz`` suffix.
 _FMNIST_TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -154,24 +151,58 @@ class ArrayDataset:
 
 
 @dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Images ``x`` (float32, ``(N, C, H, W)``) with labels ``y`` (int64, ``(N,)``) or without
+    (``None``: an unlabelled public proxy set)."""
+
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4 or self.x.dtype != np.float32:
+            raise ValueError(f"x must be float32 (N, C, H, W), got {self.x.dtype} {self.x.shape}")
+        if self.y is not None and (self.y.shape != (len(self.x),) or self.y.dtype != np.int64):
+            raise ValueError(
+                f"y must be int64 ({len(self.x)},) to match x, got {self.y.dtype} {self.y.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, indices: npt.NDArray[np.integer]) -> ImageSet:
+        """The samples at ``indices`` (copied)."""
+        return ImageSet(self.x[indices], None if self.y is None else self.y[indices])
+
+    def labelled(self, what: str) -> ArrayDataset:
+        """As an :class:`ArrayDataset`; raises naming ``what`` when there are no labels."""
+        if self.y is None:
+            raise ValueError(f"{what} needs labels, but its source has none (no 'y')")
+        return ArrayDataset(self.x, self.y)
+
+
+@dataclass(frozen=True, eq=False)
 class DatasetSplits:
-    """The three disjoint splits of one dataset used by a federated distillation run.
+    """The three splits a federated distillation run uses, normalised alike.
 
     Parameters
     ----------
     private : ArrayDataset
-        The pool that is partitioned across clients for local training.
-    public : ArrayDataset
-        The public proxy set on which clients exchange soft predictions. Its labels exist only
-        for evaluation; clients must not train on them.
+        The pool that is partitioned across clients for local training. Empty where it is not
+        needed (a deployment server whose public and test sets come from their own sources).
+    public : ImageSet
+        The public proxy set on which clients exchange soft predictions. Its labels, when its
+        source is the private task's, exist only for evaluation; clients never train on them.
     test : ArrayDataset
-        Held-out evaluation data.
+        Held-out evaluation data of the private task.
     num_classes : int
         Number of classes; labels lie in ``[0, num_classes)``.
     input_shape : tuple[int, int, int]
         ``(C, H, W)`` of every image.
     name : str
-        Dataset name, e.g. ``"fmnist"``.
+        What the data is, for logs (e.g. ``"fmnist"``, ``"npz private + folder public"``).
+    mean, std : tuple[float, ...]
+        Per-channel statistics every split was normalised with (``(x - mean) / std``), computed
+        from the public set or given in config; a node's own private data gets the same.
 
     Raises
     ------
@@ -180,11 +211,13 @@ class DatasetSplits:
     """
 
     private: ArrayDataset
-    public: ArrayDataset
+    public: ImageSet
     test: ArrayDataset
     num_classes: int
     input_shape: tuple[int, int, int]
     name: str
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -194,16 +227,40 @@ class DatasetSplits:
             ("public", self.public),
             ("test", self.test),
         ):
-            if tuple(split.x.shape[1:]) != tuple(self.input_shape):
+            if len(split) and tuple(split.x.shape[1:]) != tuple(self.input_shape):
                 raise ValueError(
                     f"{split_name} images have shape {split.x.shape[1:]}, "
                     f"expected input_shape {self.input_shape}"
                 )
-            if len(split) and (split.y.min() < 0 or split.y.max() >= self.num_classes):
-                raise ValueError(
-                    f"{split_name} labels must lie in [0, {self.num_classes}), "
-                    f"got range [{split.y.min()}, {split.y.max()}]"
-                )
+            if split.y is not None and len(split.y):
+                check_labels(split.y, self.num_classes, f"{split_name} labels")
+
+    def normalize(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Raw-scale images (N, C, H, W) -> the space every split lives in."""
+        return normalize(x, self.mean, self.std)
+
+
+def check_labels(y: npt.NDArray[np.integer], num_classes: int, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` unless every label is in ``[0, num_classes)``."""
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what} must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
+
+
+def normalize(
+    x: npt.NDArray[np.float32], mean: tuple[float, ...], std: tuple[float, ...]
+) -> npt.NDArray[np.float32]:
+    """``(x - mean) / std`` per channel, in float32 (a new array)."""
+    channels = x.shape[1]
+    if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        raise ValueError(
+            f"normalisation has {len(mean)} means and {len(std)} stds for {channels} channels"
+        )
+    shape = (1, -1, 1, 1)
+    m = np.asarray(mean, dtype=np.float32).reshape(shape)
+    s = np.asarray(std, dtype=np.float32).reshape(shape)
+    out = x - m
+    out /= s
+    return out
 
 
 def read_idx(path: Path) -> npt.NDArray[np.uint8]:
@@ -326,11 +383,10 @@ def find_fmnist_dir(data_dir: str | Path | None = None) -> Path:
 
 def load_fmnist(
     data_dir: str | Path | None = None,
-) -> tuple[ArrayDataset, ArrayDataset]:
+) -> tuple[ImageSet, ImageSet]:
     """Load the official Fashion-MNIST train (60k) and test (10k) sets from IDX files.
 
-    Pixels are scaled to ``[0, 1]`` and then normalised with :data:`FMNIST_MEAN` and
-    :data:`FMNIST_STD`.
+    Pixels are scaled to ``[0, 1]``; normalisation comes later (:mod:`fedkd.data.splits`).
 
     Parameters
     ----------
@@ -339,7 +395,7 @@ def load_fmnist(
 
     Returns
     -------
-    tuple[ArrayDataset, ArrayDataset]
+    tuple[ImageSet, ImageSet]
         ``(train, test)`` with ``x`` of shape ``(N, 1, 28, 28)`` float32 and ``y`` int64.
 
     Raises
@@ -356,51 +412,33 @@ def load_fmnist(
     return train, test
 
 
-def load_digits_arrays() -> ArrayDataset:
+def load_digits_arrays() -> ImageSet:
     """Load scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), offline.
 
-    Pixels (integers in ``[0, 16]``) are divided by 16 and then normalised by the mean and
-    standard deviation of the whole set. The data is fixed, so those statistics are the same
-    on every call; there is no official train/test split (see :func:`load_splits`).
+    Pixels (integers in ``[0, 16]``) are scaled to ``[0, 1]``. There is no official
+    train/test split.
 
     Returns
     -------
-    ArrayDataset
+    ImageSet
         ``x`` of shape ``(1797, 1, 8, 8)`` float32, ``y`` of shape ``(1797,)`` int64.
     """
     # Imported here so that merely importing fedkd.data does not pay for scikit-learn.
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    # Statistics in float64, then one cast, so the normalised mean and std are exactly 0 and 1
-    # up to float32 rounding.
-    x = np.asarray(digits.images, dtype=np.float64)[:, None, :, :] / 16.0
-    x = (x - x.mean()) / x.std()
-    return ArrayDataset(x=x.astype(np.float32), y=np.asarray(digits.target, dtype=np.int64))
+    x = np.asarray(digits.images, dtype=np.float32)[:, None, :, :] / np.float32(16.0)
+    return ImageSet(x=x, y=np.asarray(digits.target, dtype=np.int64))
 
 
-def load_npz(path: str | Path) -> ArrayDataset:
+def load_npz(path: str | Path, *, require_labels: bool = True) -> ImageSet:
     """Load a user dataset stored as a simple ``.npz`` archive.
 
-    The archive must hold two arrays:
-
-    - ``x``: images of shape ``(N, H, W)`` (a channel axis is added) or ``(N, C, H, W)``,
-      dtype uint8 (scaled by ``1 / 255``) or floating point (used as is);
-    - ``y``: integer labels of shape ``(N,)``, all non-negative.
-
-    No normalisation is applied beyond the uint8 scaling: store data that is already
-    normalised the way your models expect. Create one with
-    ``numpy.savez(path, x=images, y=labels)``.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        The ``.npz`` file.
-
-    Returns
-    -------
-    ArrayDataset
-        ``x`` float32 of shape ``(N, C, H, W)``, ``y`` int64.
+    The archive holds ``x`` -- images ``(N, H, W)`` (a channel axis is added), ``(N, C, H, W)``,
+    or flat vectors ``(N, D)`` (stored as ``(N, 1, 1, D)``: models that flatten accept them) --
+    of dtype uint8 (scaled by ``1 / 255``) or floating point (used as is), and ``y``: integer
+    labels ``(N,)``, all non-negative; ``y`` may be absent when ``require_labels`` is false
+    (an unlabelled public set). Create one with ``numpy.savez(path, x=images, y=labels)``.
 
     Raises
     ------
@@ -412,29 +450,44 @@ def load_npz(path: str | Path) -> ArrayDataset:
     """
     path = Path(path)
     # allow_pickle=False: a data file must never be able to execute code.
-    with np.load(path, allow_pickle=False) as archive:
-        for key in ("x", "y"):
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
+    with archive:
+        if not hasattr(archive, "files"):
+            raise ValueError(f"{path}: not an .npz archive (a single array; use numpy.savez)")
+        required = ("x", "y") if require_labels else ("x",)
+        for key in required:
             if key not in archive.files:
                 raise ValueError(
                     f"{path}: missing array {key!r} (found {sorted(archive.files)}); "
-                    "expected 'x' (N, H, W) or (N, C, H, W) and 'y' (N,)"
+                    "expected 'x' (N, H, W), (N, C, H, W) or (N, D) and 'y' (N,)"
                 )
         x_raw = archive["x"]
-        y_raw = archive["y"]
+        y_raw = archive["y"] if "y" in archive.files else None
 
     if x_raw.ndim == 3:
         x_raw = x_raw[:, None, :, :]
+    elif x_raw.ndim == 2:
+        x_raw = x_raw[:, None, None, :]
     if x_raw.ndim != 4:
         raise ValueError(
-            f"{path}: array 'x' must have shape (N, H, W) or (N, C, H, W), got {x_raw.shape}"
+            f"{path}: array 'x' must have shape (N, H, W), (N, C, H, W) or (N, D), "
+            f"got {x_raw.shape}"
         )
     if x_raw.dtype == np.uint8:
         x = x_raw.astype(np.float32) / np.float32(255.0)
     elif np.issubdtype(x_raw.dtype, np.floating):
-        x = x_raw.astype(np.float32)
+        x = np.ascontiguousarray(x_raw, dtype=np.float32)
     else:
         raise ValueError(f"{path}: array 'x' must be uint8 or floating point, got {x_raw.dtype}")
-
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: array 'x' holds NaN or infinite values")
+    if y_raw is None:
+        return ImageSet(x=x)
     if y_raw.ndim != 1 or not np.issubdtype(y_raw.dtype, np.integer):
         raise ValueError(
             f"{path}: array 'y' must be a 1-D integer array, got dtype {y_raw.dtype} "
@@ -444,176 +497,7 @@ def load_npz(path: str | Path) -> ArrayDataset:
         raise ValueError(f"{path}: 'x' holds {len(x)} samples but 'y' holds {len(y_raw)}")
     if len(y_raw) and y_raw.min() < 0:
         raise ValueError(f"{path}: array 'y' holds negative labels (min {y_raw.min()})")
-    return ArrayDataset(x=x, y=y_raw.astype(np.int64))
-
-
-def load_splits(
-    name: str,
-    *,
-    data_dir: str | Path | None = None,
-    num_public: int,
-    num_private: int | None = None,
-    num_test: int | None = None,
-    seed: int = 0,
-) -> DatasetSplits:
-    """Build the private / public / test splits of a named dataset, deterministically.
-
-    ``fmnist``: the public set is ``num_public`` samples drawn (seeded permutation) from the
-    60k training set, the private pool is the rest (or the first ``num_private`` of the
-    rest), and the test set is the official 10k (or ``num_test`` of them, drawn by a seeded
-    permutation).
-
-    ``digits`` (no official split): one seeded permutation of the 1797 samples gives the test
-    set (``num_test``, 360 when ``None``), then the public set (``num_public``), then the
-    private pool (the rest, or ``num_private`` of it).
-
-    Within each split, samples keep their original relative order.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`DATASET_NAMES`.
-    data_dir : str or pathlib.Path or None
-        Where to find files, for datasets read from disk (see :func:`find_fmnist_dir`).
-    num_public : int
-        Size of the public proxy set.
-    num_private : int or None
-        Size of the private pool; ``None`` takes everything left over.
-    num_test : int or None
-        Size of the test set; ``None`` takes the dataset's default.
-    seed : int
-        Seed for :func:`numpy.random.default_rng`; the same seed gives the same splits.
-
-    Returns
-    -------
-    DatasetSplits
-        Disjoint splits.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is unknown (the message lists the valid names), or a size is < 1 or
-        exceeds what is available (the message names the argument).
-    DatasetNotFoundError
-        If a dataset's files cannot be found.
-    """
-    builder = _SPLIT_BUILDERS.get(name)
-    if builder is None:
-        raise ValueError(
-            f"unknown dataset name {name!r}; valid names: {', '.join(sorted(_SPLIT_BUILDERS))}"
-        )
-    _check_size("num_public", num_public)
-    _check_size("num_private", num_private)
-    _check_size("num_test", num_test)
-    splits = builder(data_dir, num_public, num_private, num_test, np.random.default_rng(seed))
-    logger.info(
-        "Dataset %s (seed %d): %d private, %d public, %d test samples",
-        name,
-        seed,
-        len(splits.private),
-        len(splits.public),
-        len(splits.test),
-    )
-    return splits
-
-
-def _fmnist_splits(
-    data_dir: str | Path | None,
-    num_public: int,
-    num_private: int | None,
-    num_test: int | None,
-    rng: np.random.Generator,
-) -> DatasetSplits:
-    train, test = load_fmnist(data_dir)
-    public_idx, private_idx = _draw_public_private(
-        rng.permutation(len(train)), num_public, num_private
-    )
-    if num_test is not None:
-        if num_test > len(test):
-            raise ValueError(
-                f"num_test={num_test} exceeds the {len(test)} samples of the fmnist test set"
-            )
-        test = test.subset(np.sort(rng.permutation(len(test))[:num_test]))
-    return DatasetSplits(
-        private=train.subset(private_idx),
-        public=train.subset(public_idx),
-        test=test,
-        num_classes=_FMNIST_NUM_CLASSES,
-        input_shape=(1, *_FMNIST_IMAGE_SHAPE),
-        name="fmnist",
-    )
-
-
-def _digits_splits(
-    data_dir: str | Path | None,
-    num_public: int,
-    num_private: int | None,
-    num_test: int | None,
-    rng: np.random.Generator,
-) -> DatasetSplits:
-    del data_dir  # the digits ship inside scikit-learn
-    full = load_digits_arrays()
-    num_test = _DIGITS_DEFAULT_NUM_TEST if num_test is None else num_test
-    if num_test >= len(full):
-        raise ValueError(
-            f"num_test={num_test} leaves no training data: digits has {len(full)} samples"
-        )
-    order = rng.permutation(len(full))
-    test_idx, rest = order[:num_test], order[num_test:]
-    public_idx, private_idx = _draw_public_private(
-        rest, num_public, num_private, context=f"after the {num_test} test samples"
-    )
-    return DatasetSplits(
-        private=full.subset(private_idx),
-        public=full.subset(public_idx),
-        test=full.subset(np.sort(test_idx)),
-        num_classes=_DIGITS_NUM_CLASSES,
-        input_shape=(1, *full.x.shape[2:]),
-        name="digits",
-    )
-
-
-def _draw_public_private(
-    order: npt.NDArray[np.integer],
-    num_public: int,
-    num_private: int | None,
-    context: str = "",
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Take the public set, then the private pool, from the front of a permuted index pool.
-
-    Returns both as sorted int64 arrays so that each split keeps the dataset's original order.
-    """
-    where = f"the {len(order)} samples available" + (f" {context}" if context else "")
-    if num_public >= len(order):
-        raise ValueError(
-            f"num_public={num_public} leaves no private samples: it must be below {where}"
-        )
-    public_idx, rest = order[:num_public], order[num_public:]
-    if num_private is not None:
-        if num_private > len(rest):
-            raise ValueError(
-                f"num_private={num_private} exceeds the {len(rest)} samples left from {where} "
-                f"after num_public={num_public}"
-            )
-        rest = rest[:num_private]
-    return np.sort(public_idx).astype(np.int64), np.sort(rest).astype(np.int64)
-
-
-def _check_size(argument: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{argument} must be >= 1, got {value}")
-
-
-_SplitBuilder = Callable[
-    [str | Path | None, int, int | None, int | None, np.random.Generator], DatasetSplits
-]
-
-# Read-only so that the set of datasets cannot be changed at run time behind the config's back.
-_SPLIT_BUILDERS: Mapping[str, _SplitBuilder] = MappingProxyType(
-    {"fmnist": _fmnist_splits, "digits": _digits_splits}
-)
-
-DATASET_NAMES: tuple[str, ...] = tuple(sorted(_SPLIT_BUILDERS))
+    return ImageSet(x=x, y=y_raw.astype(np.int64))
 
 
 def _read_maybe_gzipped(path: Path) -> bytes:
@@ -654,7 +538,7 @@ def _not_found_message(searched: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines)
 
 
-def _load_fmnist_pair(directory: Path, images_stem: str, labels_stem: str) -> ArrayDataset:
+def _load_fmnist_pair(directory: Path, images_stem: str, labels_stem: str) -> ImageSet:
     images_path = _fmnist_file(directory, images_stem)
     labels_path = _fmnist_file(directory, labels_stem)
     # find_fmnist_dir has just checked both; only a concurrent deletion can get here.
@@ -673,9 +557,6 @@ def _load_fmnist_pair(directory: Path, images_stem: str, labels_stem: str) -> Ar
         )
     if len(labels) and labels.max() >= _FMNIST_NUM_CLASSES:
         raise ValueError(f"{labels_path}: label {labels.max()} is not a Fashion-MNIST class")
-    # In-place float32 arithmetic: the 60k training images would otherwise be copied 3 times.
     x = images.astype(np.float32)[:, None, :, :]
-    x /= np.float32(255.0)
-    x -= np.float32(FMNIST_MEAN)
-    x /= np.float32(FMNIST_STD)
-    return ArrayDataset(x=x, y=labels.astype(np.int64))
+    x /= np.float32(255.0)  # in place: the 60k training images are 188 MB as float32
+    return ImageSet(x=x, y=labels.astype(np.int64))

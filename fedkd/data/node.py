@@ -2,15 +2,15 @@
 
 Two layouts are accepted in ``data-dir``:
 
-* ``private.npz`` with ``x`` (N, H, W) or (N, C, H, W) and ``y`` (N,) integer labels. Float
-  ``x`` is used as is: it must already be normalised the way fedkd normalises the configured
-  dataset (``fedkd-export-partitions`` writes such files). ``uint8`` ``x`` holds raw pixels
-  (0-255) and is scaled and normalised with the dataset's statistics (Fashion-MNIST only).
-* Fashion-MNIST-style IDX files ``train-images-idx3-ubyte[.gz]`` and
-  ``train-labels-idx1-ubyte[.gz]``.
+* ``private.npz`` with ``x`` (N, H, W), (N, C, H, W) or (N, D) and ``y`` (N,) integer labels,
+  in the raw scale of the configured sources: ``uint8`` pixels (scaled to [0, 1]) or floats
+  (used as is; ``fedkd-export-partitions`` writes such files).
+* MNIST-style IDX files ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]``.
 
-The public proxy set and the test set never come from here: every node and the server load them
-from the configured dataset, so they are identical everywhere.
+Either way the images are normalised with the run's shared statistics (``splits.mean``/``std``,
+from the public set or the config), exactly like every split on the server. The public proxy set
+and the test set never come from here: every node and the server load them from the configured
+sources, so they are identical everywhere.
 """
 
 from pathlib import Path
@@ -19,8 +19,6 @@ from typing import Final
 import numpy as np
 
 from fedkd.data.datasets import (
-    FMNIST_MEAN,
-    FMNIST_STD,
     ArrayDataset,
     DatasetNotFoundError,
     DatasetSplits,
@@ -39,16 +37,6 @@ def _idx_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _standardise(x_unit: np.ndarray, dataset: str, source: Path) -> np.ndarray:
-    """Pixels scaled to [0, 1] -> the normalised space of fedkd's loader for ``dataset``."""
-    if dataset != "fmnist":
-        raise ValueError(
-            f"{source}: raw uint8 pixels are only understood for fmnist; for {dataset!r} store "
-            "float32 images normalised like fedkd's loader (see fedkd-export-partitions)"
-        )
-    return ((x_unit - np.float32(FMNIST_MEAN)) / np.float32(FMNIST_STD)).astype(np.float32)
-
-
 def load_node_private(data_dir: str | Path, splits: DatasetSplits) -> ArrayDataset:
     """This node's private training data from ``data_dir``, checked against ``splits``' shape.
 
@@ -65,31 +53,27 @@ def load_node_private(data_dir: str | Path, splits: DatasetSplits) -> ArrayDatas
     npz = directory / NODE_NPZ
     images, labels = (_idx_file(directory, stem) for stem in _IDX_STEMS)
     if npz.is_file():
-        data = load_npz(npz)
-        with np.load(npz, allow_pickle=False) as archive:
-            raw = archive["x"].dtype == np.uint8
-        if raw:  # load_npz scaled the pixels to [0, 1]
-            data = ArrayDataset(x=_standardise(data.x, splits.name, npz), y=data.y)
+        raw = load_npz(npz)
+        assert raw.y is not None  # load_npz requires labels by default
+        x, y = raw.x, raw.y
     elif images is not None and labels is not None:
-        x_raw, y = read_idx(images), read_idx(labels)
-        if len(x_raw) != len(y):
-            raise ValueError(f"{images} holds {len(x_raw)} images but {labels} {len(y)} labels")
-        x_unit = x_raw[:, None].astype(np.float32) / np.float32(255.0)
-        data = ArrayDataset(x=_standardise(x_unit, splits.name, images), y=y.astype(np.int64))
+        x_raw, y_raw = read_idx(images), read_idx(labels)
+        if len(x_raw) != len(y_raw):
+            raise ValueError(f"{images} holds {len(x_raw)} images but {labels} {len(y_raw)} labels")
+        x = x_raw[:, None].astype(np.float32) / np.float32(255.0)
+        y = y_raw.astype(np.int64)
     else:
         raise DatasetNotFoundError(
             f"data-dir {directory} holds neither {NODE_NPZ} (arrays x, y) nor the IDX files "
             f"{' + '.join(s + '[.gz]' for s in _IDX_STEMS)}"
         )
-    if data.x.shape[1:] != splits.input_shape:
+    if x.shape[1:] != splits.input_shape:
         raise ValueError(
-            f"{directory}: images have shape {data.x.shape[1:]}, but the {splits.name} "
-            f"public/test sets have {splits.input_shape}"
+            f"{directory}: images have shape {x.shape[1:]}, but the run's public/test sets "
+            f"({splits.name}) have {splits.input_shape}"
         )
-    if len(data) == 0:
+    if len(y) == 0:
         raise ValueError(f"{directory}: no samples")
-    if data.y.max() >= splits.num_classes:
-        raise ValueError(
-            f"{directory}: label {data.y.max()} is not one of {splits.num_classes} classes"
-        )
-    return data
+    if y.max() >= splits.num_classes:
+        raise ValueError(f"{directory}: label {y.max()} is not one of {splits.num_classes} classes")
+    return ArrayDataset(x=splits.normalize(x), y=y)

@@ -194,8 +194,8 @@ class DistillationStrategy(ABC):
             cfg.algorithm.name,
             cfg.num_rounds,
             cfg.clients.num_clients,
-            cfg.dataset.name,
-            cfg.model.architecture,
+            self.splits.name,
+            self.cfg.model.architecture.kind,
             self.recorder.dir,
         )
         self.roster.wait_for_nodes(grid)
@@ -242,8 +242,12 @@ class DistillationStrategy(ABC):
                 consensus = self.aggregate(stack, weights)  # (n, K) probs
             if self.cfg.algorithm.consensus_memory:
                 consensus = self.remember(public_idx, consensus, class_weight)
-            public_y = self.splits.public.y[public_idx]
-            metrics["consensus_accuracy"] = accuracy_of_probs(consensus, public_y)
+            public_y = self.splits.public.y
+            metrics["consensus_accuracy"] = (
+                float("nan")  # the public source's labels are not the task's (or absent)
+                if public_y is None
+                else accuracy_of_probs(consensus, public_y[public_idx])
+            )
             distill_idx, targets = self.distillation_set(public_idx, consensus)
             metrics.update(self.distill_global(server_round, distill_idx, targets))
             if self.averaged is not None:

@@ -154,8 +154,8 @@ class FedAvgBaseline(FedAvg):
             "fedkd fedavg: %d rounds, %d clients, dataset %s, model %s -> %s",
             self.cfg.num_rounds,
             self.cfg.clients.num_clients,
-            self.cfg.dataset.name,
-            self.cfg.model.architecture,
+            self.splits.name,
+            self.cfg.model.architecture.kind,
             self.recorder.dir,
         )
         self.roster.wait_for_nodes(grid)

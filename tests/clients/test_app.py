@@ -45,14 +45,14 @@ def test_describe_reports_identity_architecture_and_size():
     assert metrics[protocol.CLIENT_ID] == 1
     assert metrics[protocol.NUM_EXAMPLES] == len(client_private_data(cfg, 1, 4))
     arch = reply.content.config_records[protocol.DESCRIBE_CONFIG][protocol.ARCHITECTURE]
-    assert arch == cfg.clients.architecture_of(1) == "mlp"
+    assert arch == cfg.clients.architecture_of(1).kind == "mlp"
 
 
 @pytest.mark.parametrize(("algorithm", "kind"), [("dsfl", "probs"), ("fedmd", "logits")])
 def test_kd_round_replies_only_soft_labels_and_metrics(algorithm, kind):
     cfg = digits_config(f"algorithm={algorithm}", "clients.revisit_epochs=3")
     ctx = _context(cfg, partition_id=0)
-    splits = load_data(cfg.dataset, cfg.seed)
+    splits = load_data(cfg)
     public_idx = np.arange(0, 200, 2)
 
     reply = app(_round_message(1, public_idx), ctx)

@@ -18,7 +18,7 @@ from tests.server.grid import InProcessGrid
 
 
 def _strategy(cfg, tmp_path):
-    splits = load_data(cfg.dataset, cfg.seed)
+    splits = load_data(cfg)
     recorder = RunRecorder(tmp_path / "run", cfg)
     return STRATEGIES[cfg.algorithm.name](cfg, splits, build_global_model(cfg, splits), recorder)
 
