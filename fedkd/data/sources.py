@@ -172,9 +172,9 @@ class ImageFolder:
         images: list[Image.Image] = []
         for _, f in files:
             try:
-                with Image.open(f) as img:
-                    img.load()
-                    images.append(img.copy())
+                with Image.open(f) as opened:
+                    opened.load()
+                    images.append(opened.copy())
             except OSError as err:
                 raise ValueError(f"{f}: not a readable image ({err})") from err
         channels = channels or self.channels or (1 if all(_is_grey(i) for i in images) else 3)
