@@ -6,12 +6,13 @@ fedkd -m algorithm=fedmd,dsfl partition.alpha=0.1,0.5      # sweep
 fedkd experiment=digits_quick
 """
 
-import dataclasses
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ExperimentConfig, hydra_main
+from fedkd.config import ExperimentConfig, hydra_main, with_absolute_paths
 from fedkd.launch import run
 
 log = logging.getLogger("fedkd")
@@ -19,7 +20,7 @@ log = logging.getLogger("fedkd")
 
 def _task(cfg: ExperimentConfig) -> dict[str, Any]:
     # Relative paths would resolve against the SuperLink's working directory: pin them here.
-    cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()))
+    cfg = with_absolute_paths(cfg, Path.cwd())
     summary = run(cfg)
     if summary.get("status") == "completed":
         log.info(
@@ -39,6 +40,10 @@ def _accuracy(value: float | None) -> str:
 
 
 def main() -> Any:
+    # A user project's own modules (models, sources, algorithms named by import path) are
+    # importable from where the command runs, as with `python -m fedkd`.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     return hydra_main(_task)()
 
 

@@ -13,13 +13,18 @@ import inspect
 import json
 import shlex
 import types
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from fedkd.augment import Augment
 
-CONF_DIR: Final = Path(__file__).resolve().parent.parent / "conf"
+# The packaged configs: inside the package when installed from a wheel, beside it in a checkout.
+_PACKAGE = Path(__file__).resolve().parent
+CONF_DIR: Final = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
+# Hydra warns when the search path's conf/ (a user project's overlay) is absent: that is normal.
+_NO_OVERLAY_WARNING: Final = r"provider=hydra\.searchpath in main, path=conf is not available"
 
 ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg", "local", "centralized")
 IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flower involved
@@ -612,6 +617,34 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "", **fixed: Any
     return cls(**kwargs, **fixed)
 
 
+def _is_path_key(key: str) -> bool:
+    return key in ("path", "data_dir") or key.endswith(("_path", "_dir"))
+
+
+def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """``cfg`` with relative paths made absolute against ``base`` (where the command ran): the
+    run folder and the data sources' ``path`` / ``*_path`` / ``*_dir`` arguments. Flower's
+    processes run elsewhere, so a relative path would mean nothing to them."""
+
+    def absolute(node: Any) -> Any:
+        if node is None:
+            return None
+        args = tuple(
+            (k, str((base / v).resolve()) if _is_path_key(k) and isinstance(v, str) and v else v)
+            for k, v in node.source.args
+        )
+        return dataclasses.replace(node, source=dataclasses.replace(node.source, args=args))
+
+    output = str((base / cfg.output_dir).resolve()) if cfg.output_dir else ""
+    return dataclasses.replace(
+        cfg,
+        dataset=absolute(cfg.dataset),
+        public=absolute(cfg.public),
+        test=absolute(cfg.test),
+        output_dir=output,
+    )
+
+
 def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a plain (JSON-like) mapping and build the typed config. Raises ConfigError."""
     return _build(ExperimentConfig, data)
@@ -654,7 +687,11 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Exper
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with (
+        warnings.catch_warnings(),
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
+    ):
+        warnings.filterwarnings("ignore", _NO_OVERLAY_WARNING)
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     return from_dictconfig(cfg)
 
@@ -678,6 +715,8 @@ def hydra_main(task_fn: Callable[[ExperimentConfig], Any]) -> Callable[[], Any]:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf, open_dict
+
+    warnings.filterwarnings("ignore", _NO_OVERLAY_WARNING)
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> Any:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.config import IN_PROCESS, ExperimentConfig, to_json
+from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY
 from fedkd.results import SUMMARY_FILE
 
@@ -48,12 +49,12 @@ class LaunchError(RuntimeError):
     """The run could not be started, or ended without a summary."""
 
 
-def app_dir() -> Path:
-    """The Flower app directory: the project root holding ``pyproject.toml``."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise LaunchError(f"no pyproject.toml in {root}: install fedkd from a source checkout")
-    return root
+def app_dir(workdir: Path) -> Path:
+    """The Flower app to ship: the working directory when it is one (a fedkd project from
+    ``fedkd-new``, or fedkd's checkout), so the user's modules travel with it; else a bare app
+    (fedkd's installed apps, no user code) written into ``workdir``."""
+    here = Path.cwd()
+    return here if is_app(here) else write_bare_app(workdir / "app")
 
 
 def write_run_config(cfg: ExperimentConfig, path: Path) -> Path:
@@ -140,6 +141,7 @@ def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
 
 
 def flwr_run(
+    app: Path,
     connection: str,
     run_config: Path,
     env: dict[str, str],
@@ -149,7 +151,7 @@ def flwr_run(
     command = [
         flower_bin("flwr"),
         "run",
-        str(app_dir()),
+        str(app),
         connection,
         "--stream",
         "--run-config",
@@ -196,12 +198,13 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         run_config = write_run_config(cfg, workdir / "run_config.toml")
+        app = app_dir(workdir)
         if cfg.mode == "simulation":
             with simulation_superlink(workdir) as env:
-                code = flwr_run(SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
+                code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
         else:
             env = flower_env()
-            code = flwr_run(cfg.connection, run_config, env)
+            code = flwr_run(app, cfg.connection, run_config, env)
         if code != 0:
             log.warning("flwr run exited with code %d", code)
         elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():
