@@ -4,4 +4,16 @@ Clients with heterogeneous architectures share soft predictions on a public prox
 server aggregates them into a consensus and distils a global model from it.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["run"]
+
+
+def __getattr__(name: str) -> Any:
+    # `fedkd.run` (the Python API) without paying for its imports on `import fedkd.<module>`.
+    if name == "run":
+        from fedkd.api import run
+
+        return run
+    raise AttributeError(f"module 'fedkd' has no attribute {name!r}")

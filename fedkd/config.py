@@ -678,11 +678,15 @@ def from_json(blob: str) -> ExperimentConfig:
     return from_dict(json.loads(blob))
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> ExperimentConfig:
-    """Compose ``conf/<config_name>.yaml`` with Hydra overrides and validate it.
+def compose(
+    overrides: Sequence[str] = (), config_name: str = "config", run_dir: bool = False
+) -> ExperimentConfig:
+    """Compose ``conf/<config_name>.yaml`` (and the working directory's ``conf/`` overlay) with
+    Hydra overrides and validate it.
 
-    Used by tests and by the apps when no config came with the run. ``hydra.*`` interpolations
-    (such as the run folder) are not available here: ``output_dir`` must be set by the caller.
+    ``run_dir=True`` fills an empty ``output_dir`` with the folder the ``fedkd`` command would
+    use (``outputs/<date>/<time>-<name>``, Hydra's ``hydra.run.dir``); otherwise ``output_dir``
+    stays as composed and must be set by the caller before a run.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -692,7 +696,15 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Exper
         initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
     ):
         warnings.filterwarnings("ignore", _NO_OVERLAY_WARNING)
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        cfg = hydra_compose(
+            config_name=config_name, overrides=list(overrides), return_hydra_config=run_dir
+        )
+        if run_dir:
+            from omegaconf import open_dict
+
+            with open_dict(cfg):
+                cfg.output_dir = cfg.output_dir or str(cfg.hydra.run.dir)
+                del cfg["hydra"]
     return from_dictconfig(cfg)
 
 

@@ -146,7 +146,9 @@ def write_bare_app(directory: Path) -> Path:
     """A Flower app with fedkd's apps and no user code (for runs outside any project)."""
     directory.mkdir(parents=True, exist_ok=True)
     text = _PYPROJECT_TEMPLATE.format(name="fedkd-run", package="fedkd_run", publisher="fedkd")
-    (directory / PYPROJECT).write_text(text.replace('packages = ["fedkd_run"]', "packages = []"))
+    # nothing but this file: a fab-include pattern matching no file is an error in Flower
+    text = text.replace('packages = ["fedkd_run"]', "packages = []")
+    (directory / PYPROJECT).write_text(re.sub(r"fab-include = .*\n", "", text))
     return directory
 
 

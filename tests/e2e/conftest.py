@@ -7,18 +7,20 @@ from pathlib import Path
 import pytest
 
 QUICK_CLIENTS = 3  # heterogeneous students: the deployment tests start one SuperNode for each
-QUICK_DSFL = ["experiment=digits_quick", "algorithm=dsfl", f"clients.num_clients={QUICK_CLIENTS}"]
+QUICK = ["experiment=digits_quick", f"clients.num_clients={QUICK_CLIENTS}"]
+QUICK_DSFL = [*QUICK, "algorithm=dsfl"]
 
 
-def run_fedkd(tmp_path: Path, *overrides: str, name: str = "run") -> Path:
-    """``python -m fedkd OVERRIDES output_dir=tmp_path/name`` (simulation unless overridden)."""
+def run_fedkd(tmp_path: Path, *overrides: str, name: str = "run", cwd: Path | None = None) -> Path:
+    """``fedkd OVERRIDES output_dir=tmp_path/name`` run from ``cwd`` (default ``tmp_path``),
+    in simulation unless overridden."""
     out = tmp_path / name
     proc = subprocess.run(
         [sys.executable, "-m", "fedkd", *overrides, f"output_dir={out}"],
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=tmp_path,
+        cwd=cwd or tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
