@@ -56,3 +56,20 @@ def test_fedmd_runs_end_to_end(tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 3
     assert summary["final_global_accuracy"] >= 0.80
+
+
+def test_python_api_gives_the_cli_results(dsfl_run: Path, tmp_path: Path, monkeypatch):
+    """`fedkd.run(overrides)` runs the same config as `fedkd OVERRIDES`, with the same results."""
+    import fedkd
+
+    monkeypatch.chdir(tmp_path)
+    result = fedkd.run(QUICK_DSFL, output_dir=tmp_path / "api")
+    assert result.output_dir == tmp_path / "api"
+    assert result.summary == json.loads((result.output_dir / "summary.json").read_text())
+    assert result.rounds == read_metrics(result.output_dir)
+    cli = json.loads((dsfl_run / "summary.json").read_text())
+    same = ("status", "rounds", "final_global_accuracy", "best_global_accuracy", "best_round",
+            "uplink_bytes_total", "downlink_bytes_total", "rejected_replies_total")  # fmt: skip
+    assert {k: result.summary[k] for k in same} == {k: cli[k] for k in same}
+    per_round = [(r["global_accuracy"], r["consensus_accuracy"]) for r in read_metrics(dsfl_run)]
+    assert [(r["global_accuracy"], r["consensus_accuracy"]) for r in result.rounds] == per_round
