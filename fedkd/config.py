@@ -31,7 +31,6 @@ IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flow
 KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
 WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
 AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
-PARTITIONS: Final = ("iid", "dirichlet", "shards")
 MODES: Final = ("simulation", "deploy")
 
 
@@ -119,6 +118,7 @@ def build_component(
     key: str,
     builtins: Mapping[str, Any],
     context_args: Sequence[str] = (),
+    optional: Sequence[str] = (),
 ) -> Component:
     """Validate ``{name: <built-in> | _target_: <import path>, **kwargs}`` into a Component.
 
@@ -126,7 +126,8 @@ def build_component(
     keyword arguments are checked against its own schema: a dataclass's typed fields, else the
     signature of ``__init__``. ``context_args`` are the arguments fedkd itself passes when it
     builds the part (e.g. a model's ``input_shape`` and ``num_classes``): the class must take
-    them, and the config may not set them.
+    them, and the config may not set them; ``optional`` ones are passed only to a class that
+    takes them, and may not be set either.
     """
     node = dict(node)
     if (TARGET_KEY in node) == (NAME_KEY in node):
@@ -145,7 +146,7 @@ def build_component(
         )
     if not callable(cls):
         raise ConfigError(f"{key}: {kind!r} is not a class")
-    reserved = sorted(set(node) & set(context_args))
+    reserved = sorted(set(node) & {*context_args, *optional})
     if reserved:
         raise ConfigError(f"{key}.{reserved[0]} is set by fedkd and cannot be configured")
     target = f"{cls.__module__}.{cls.__qualname__}"
@@ -155,16 +156,23 @@ def build_component(
         except (TypeError, ValueError) as err:
             if isinstance(err, ConfigError):
                 raise
-            raise ConfigError(f"{key}: {err}") from err
+            # "alpha must be > 0" from the class -> "partition.alpha must be > 0"
+            field = str(err).split(" ", 1)[0]
+            names = {f.name for f in dataclasses.fields(cls)}
+            raise ConfigError(f"{key}.{err}" if field in names else f"{key}: {err}") from err
         args = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
     else:
-        _check_signature(cls, node, key, context_args)
+        _check_signature(cls, node, key, context_args, optional)
         args = node
     return Component(kind, target, _frozen(args))
 
 
 def _check_signature(
-    cls: Any, node: Mapping[str, Any], key: str, context_args: Sequence[str]
+    cls: Any,
+    node: Mapping[str, Any],
+    key: str,
+    context_args: Sequence[str],
+    optional: Sequence[str] = (),
 ) -> None:
     try:
         params = inspect.signature(cls).parameters
@@ -191,6 +199,7 @@ def _check_signature(
         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and n not in node
         and n not in context_args
+        and n not in optional
     ]
     if required:
         raise ConfigError(f"{key}.{required[0]} is required by {cls.__qualname__}")
@@ -339,24 +348,43 @@ class NormalizeConfig:
         return tuple(self.mean), tuple(self.std)
 
 
+def _partitioners() -> Mapping[str, Any]:
+    from fedkd.data.partition import PARTITIONERS
+
+    return PARTITIONERS
+
+
+PARTITIONER_CONTEXT_ARGS: Final = ("num_partitions", "seed")  # passed to classes that take them
+
+
 @dataclasses.dataclass(frozen=True)
 class PartitionConfig:
-    """How the private pool is split across clients."""
+    """How the private pool is split across clients: a partitioner and only its own keys.
 
-    name: str = "dirichlet"
-    alpha: float = 0.5  # Dirichlet concentration: small => skewed label distributions
-    shards_per_client: int = 2
-    min_size: int = 10
+    Built-in: ``iid``, ``dirichlet`` (``alpha``, ``min_size``), ``shards``
+    (``shards_per_client``); or any class by import path (``_target_``), for example a
+    ``flwr_datasets.partitioner`` class (``pip install 'fedkd[flwr-datasets]'``), which fedkd
+    builds with ``num_partitions`` (and ``seed``, if it takes one).
+    """
 
-    def __post_init__(self) -> None:
-        _one_of(self.name, PARTITIONS, "partition.name")
-        _require(self.alpha > 0, "partition.alpha", f"must be > 0, got {self.alpha}")
-        _require(
-            self.shards_per_client >= 1,
-            "partition.shards_per_client",
-            f"must be >= 1, got {self.shards_per_client}",
+    partitioner: Component = dataclasses.field(
+        default_factory=lambda: build_component(
+            {NAME_KEY: "dirichlet"}, "partition", _partitioners()
         )
-        _require(self.min_size >= 1, "partition.min_size", f"must be >= 1, got {self.min_size}")
+    )
+
+    @property
+    def name(self) -> str:
+        return self.partitioner.kind
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> "PartitionConfig":
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {node!r}")
+        return cls(build_component(node, key, _partitioners(), optional=PARTITIONER_CONTEXT_ARGS))
+
+    def to_node(self) -> dict[str, Any]:
+        return self.partitioner.node(_partitioners())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ Loading and partitioning are memoised per process: in simulation one Ray actor s
 virtual clients and rounds, and re-reading Fashion-MNIST for each message would dominate.
 """
 
+import inspect
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +30,7 @@ from fedkd.data import (
     build_splits,
     make_partitions,
 )
+from fedkd.data.partition import FlowerDatasetsPartitioner, Partitioner
 from fedkd.training import derive_seed
 
 
@@ -75,22 +77,27 @@ def _load_data(
     )
 
 
+def build_partitioner(spec: Component, num_partitions: int, seed: int) -> Partitioner:
+    """A partitioner from its config: a built-in (or any class that takes no run context) as
+    is; a class that takes ``num_partitions`` (a ``flwr_datasets.partitioner`` class) built with
+    it, and with ``seed`` if it takes one, behind an adapter over the pool's labels."""
+    params = inspect.signature(spec.cls).parameters
+    if "num_partitions" not in params:
+        partitioner: Partitioner = spec.instantiate()
+        return partitioner
+    extra: dict[str, Any] = {"num_partitions": num_partitions}
+    if "seed" in params:
+        extra["seed"] = seed
+    return FlowerDatasetsPartitioner(spec.instantiate(**extra))
+
+
 @lru_cache(maxsize=2)
 def _partitions(
     data: tuple[Any, ...], partition: PartitionConfig, num_partitions: int, seed: int
 ) -> tuple[np.ndarray, ...]:
     labels = _load_data(*data).private.y
-    return tuple(
-        make_partitions(
-            partition.name,
-            labels,
-            num_partitions,
-            seed=seed,
-            alpha=partition.alpha,
-            shards_per_partition=partition.shards_per_client,
-            min_partition_size=partition.min_size,
-        )
-    )
+    partitioner = build_partitioner(partition.partitioner, num_partitions, seed)
+    return tuple(make_partitions(partitioner, labels, num_partitions, seed))
 
 
 def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: int) -> ArrayDataset:

@@ -16,7 +16,7 @@ from fedkd.data.datasets import (
     read_idx,
 )
 from fedkd.data.partition import (
-    PARTITION_NAMES,
+    PARTITIONERS,
     make_partitions,
     partition_dirichlet,
     partition_iid,
@@ -30,7 +30,7 @@ __all__ = [
     "DEFAULT_FMNIST_DIR",
     "FMNIST_MEAN",
     "FMNIST_STD",
-    "PARTITION_NAMES",
+    "PARTITIONERS",
     "SOURCES",
     "ArrayDataset",
     "DataSource",

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "PARTITION_NAMES",
+    "IID",
+    "PARTITIONERS",
+    "Dirichlet",
+    "Partitioner",
+    "Shards",
     "make_partitions",
     "partition_dirichlet",
     "partition_iid",
@@ -212,126 +215,125 @@ def partition_shards(
     return [np.sort(shards[shard_ids].ravel()).astype(np.int64) for shard_ids in assignment]
 
 
-class _Partitioner(Protocol):
+@dataclass(frozen=True)
+class IID:
+    """Uniformly random, near-equal partitions (the labels' values are not looked at)."""
+
     def __call__(
-        self,
-        labels: npt.NDArray[np.integer],
-        num_partitions: int,
-        *,
-        seed: int,
-        alpha: float,
-        shards_per_partition: int,
-        min_partition_size: int,
+        self, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
+    ) -> list[npt.NDArray[np.int64]]:
+        return partition_iid(len(_check_labels(labels)), num_partitions, seed)
+
+
+@dataclass(frozen=True)
+class Dirichlet:
+    """Label skew: each class spread over clients with proportions ~ Dirichlet(alpha)."""
+
+    alpha: float = 0.5  # small => skewed label distributions
+    min_size: int = 10  # redraw until every client holds at least this many samples
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+
+    def __call__(
+        self, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
+    ) -> list[npt.NDArray[np.int64]]:
+        return partition_dirichlet(
+            labels, num_partitions, self.alpha, seed, min_partition_size=self.min_size
+        )
+
+
+@dataclass(frozen=True)
+class Shards:
+    """Pathological non-IID: sort by label, deal ``shards_per_client`` shards to each client."""
+
+    shards_per_client: int = 2
+
+    def __post_init__(self) -> None:
+        if self.shards_per_client < 1:
+            raise ValueError(f"shards_per_client must be >= 1, got {self.shards_per_client}")
+
+    def __call__(
+        self, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
+    ) -> list[npt.NDArray[np.int64]]:
+        return partition_shards(labels, num_partitions, self.shards_per_client, seed)
+
+
+class Partitioner(Protocol):
+    """Splits a labelled pool: ``(labels (N,), num_partitions, seed) -> one index array each``."""
+
+    def __call__(
+        self, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
     ) -> list[npt.NDArray[np.int64]]: ...
 
 
-def _iid(
-    labels: npt.NDArray[np.integer],
-    num_partitions: int,
-    *,
-    seed: int,
-    alpha: float,
-    shards_per_partition: int,
-    min_partition_size: int,
-) -> list[npt.NDArray[np.int64]]:
-    return partition_iid(len(_check_labels(labels)), num_partitions, seed)
+@dataclass(frozen=True, eq=False)
+class FlowerDatasetsPartitioner:
+    """Flower Datasets' partitioners (``flwr_datasets.partitioner``: Dirichlet, Pathological,
+    InnerDirichlet, Shard, Linear, ...) over fedkd's pool: the pool's labels become a Hugging
+    Face dataset with a ``label`` column (set ``partition_by: label`` where asked) and an index
+    column, and each partition's indices come back. Needs ``pip install 'fedkd[flwr-datasets]'``.
+    """
+
+    partitioner: Any  # a flwr_datasets.partitioner.Partitioner, built with num_partitions
+
+    def __call__(
+        self, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
+    ) -> list[npt.NDArray[np.int64]]:
+        from datasets import Dataset
+
+        del seed  # the partitioner was built with it, where it takes one
+        self.partitioner.dataset = Dataset.from_dict(
+            {"label": np.asarray(labels).tolist(), _INDEX: np.arange(len(labels)).tolist()}
+        )
+        return [
+            np.asarray(self.partitioner.load_partition(i)[_INDEX], dtype=np.int64)
+            for i in range(num_partitions)
+        ]
 
 
-def _dirichlet(
-    labels: npt.NDArray[np.integer],
-    num_partitions: int,
-    *,
-    seed: int,
-    alpha: float,
-    shards_per_partition: int,
-    min_partition_size: int,
-) -> list[npt.NDArray[np.int64]]:
-    return partition_dirichlet(
-        labels, num_partitions, alpha, seed, min_partition_size=min_partition_size
-    )
+_INDEX: Final = "fedkd_index"
 
-
-def _shards(
-    labels: npt.NDArray[np.integer],
-    num_partitions: int,
-    *,
-    seed: int,
-    alpha: float,
-    shards_per_partition: int,
-    min_partition_size: int,
-) -> list[npt.NDArray[np.int64]]:
-    return partition_shards(labels, num_partitions, shards_per_partition, seed)
-
-
-# Read-only so that the set of partitioners cannot be changed at run time behind the config.
-_PARTITIONERS: Mapping[str, _Partitioner] = MappingProxyType(
-    {"iid": _iid, "dirichlet": _dirichlet, "shards": _shards}
-)
-
-PARTITION_NAMES: tuple[str, ...] = tuple(sorted(_PARTITIONERS))
+#: Built-in partitioners by the short name a config uses (``partition=dirichlet``); anything else
+#: is an import path (``_target_``), e.g. a ``flwr_datasets.partitioner`` class.
+PARTITIONERS: Final[dict[str, type[Partitioner]]] = {
+    "iid": IID,
+    "dirichlet": Dirichlet,
+    "shards": Shards,
+}
 
 
 def make_partitions(
-    name: str,
-    labels: npt.NDArray[np.integer],
-    num_partitions: int,
-    *,
-    seed: int,
-    alpha: float = 0.5,
-    shards_per_partition: int = 2,
-    min_partition_size: int = 10,
+    partitioner: Partitioner, labels: npt.NDArray[np.integer], num_partitions: int, seed: int
 ) -> list[npt.NDArray[np.int64]]:
-    """Partition a labelled pool with the partitioner called ``name``.
-
-    Each partitioner reads only the options it needs: ``alpha`` and ``min_partition_size``
-    for ``"dirichlet"``, ``shards_per_partition`` for ``"shards"``; ``"iid"`` ignores the
-    labels' values.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`PARTITION_NAMES`: ``"dirichlet"``, ``"iid"``, ``"shards"``.
-    labels : numpy.ndarray
-        Integer labels of the pool, shape ``(N,)``.
-    num_partitions : int
-        Number of clients.
-    seed : int
-        Seed for :func:`numpy.random.default_rng`.
-    alpha : float
-        Dirichlet concentration (``"dirichlet"``).
-    shards_per_partition : int
-        Shards per client (``"shards"``).
-    min_partition_size : int
-        Smallest acceptable partition (``"dirichlet"``).
-
-    Returns
-    -------
-    list[numpy.ndarray]
-        One sorted int64 index array per client.
+    """Partition a labelled pool with ``partitioner`` and check what it returned: one sorted
+    int64 index array per client, pairwise disjoint, all within the pool.
 
     Raises
     ------
     ValueError
-        If ``name`` is unknown (the message lists the valid names) or an argument is out of
-        range.
+        If an argument is out of range, or the partitioner returned something else.
     """
-    partitioner = _PARTITIONERS.get(name)
-    if partitioner is None:
+    labels = _check_labels(labels)
+    partitions = [
+        np.sort(np.asarray(p, dtype=np.int64)) for p in partitioner(labels, num_partitions, seed)
+    ]
+    if len(partitions) != num_partitions:
         raise ValueError(
-            f"unknown partitioner name {name!r}; valid names: {', '.join(PARTITION_NAMES)}"
+            f"{partitioner!r} returned {len(partitions)} partitions, not {num_partitions}"
         )
-    partitions = partitioner(
-        labels,
-        num_partitions,
-        seed=seed,
-        alpha=alpha,
-        shards_per_partition=shards_per_partition,
-        min_partition_size=min_partition_size,
-    )
+    flat = np.concatenate(partitions) if partitions else np.zeros(0, np.int64)
+    if len(flat) and (
+        flat.min() < 0 or flat.max() >= len(labels) or len(np.unique(flat)) != len(flat)
+    ):
+        raise ValueError(f"{partitioner!r} returned overlapping or out-of-range indices")
     logger.info(
         "Partitioned %d samples with %r into %d clients (sizes %d..%d)",
         len(labels),
-        name,
+        partitioner,
         num_partitions,
         min(len(part) for part in partitions),
         max(len(part) for part in partitions),

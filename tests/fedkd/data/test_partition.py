@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from fedkd.data.partition import (
-    PARTITION_NAMES,
+    IID,
+    PARTITIONERS,
+    Dirichlet,
+    Partitioner,
+    Shards,
     make_partitions,
     partition_dirichlet,
     partition_iid,
@@ -206,38 +210,62 @@ def test_shards_rejects_bad_args(
 # --- make_partitions --------------------------------------------------------------------------
 
 
-def test_partition_names() -> None:
-    assert set(PARTITION_NAMES) == {"iid", "dirichlet", "shards"}
+def test_partitioner_names() -> None:
+    assert set(PARTITIONERS) == {"iid", "dirichlet", "shards"}
 
 
 @pytest.mark.parametrize(
-    ("name", "direct"),
+    ("partitioner", "direct"),
     [
-        ("iid", lambda labels: partition_iid(len(labels), 6, 9)),
-        ("dirichlet", lambda labels: partition_dirichlet(labels, 6, 0.3, 9, 5)),
-        ("shards", lambda labels: partition_shards(labels, 6, 3, 9)),
+        (IID(), lambda labels: partition_iid(len(labels), 6, 9)),
+        (
+            Dirichlet(alpha=0.3, min_size=5),
+            lambda labels: partition_dirichlet(labels, 6, 0.3, 9, 5),
+        ),
+        (Shards(shards_per_client=3), lambda labels: partition_shards(labels, 6, 3, 9)),
     ],
 )
 def test_make_partitions_dispatches(
-    name: str, direct: Callable[[np.ndarray], list[np.ndarray]]
+    partitioner: Partitioner, direct: Callable[[np.ndarray], list[np.ndarray]]
 ) -> None:
     labels = _labels()
-    partitions = make_partitions(
-        name, labels, 6, seed=9, alpha=0.3, shards_per_partition=3, min_partition_size=5
-    )
+    partitions = make_partitions(partitioner, labels, 6, seed=9)
     _assert_valid(partitions, 6)
     _assert_same(partitions, direct(labels))
 
 
-def test_make_partitions_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown partitioner") as info:
-        make_partitions("pathological", _labels(), 4, seed=0)
-    for name in ("iid", "dirichlet", "shards"):
-        assert name in str(info.value)
-
-
-def test_make_partitions_forwards_validation() -> None:
+def test_partitioners_validate_their_arguments() -> None:
     with pytest.raises(ValueError, match="alpha"):
-        make_partitions("dirichlet", _labels(), 4, seed=0, alpha=0.0)
+        Dirichlet(alpha=0.0)
+    with pytest.raises(ValueError, match="shards_per_client"):
+        Shards(shards_per_client=0)
     with pytest.raises(ValueError, match="num_partitions"):
-        make_partitions("iid", _labels(10), 11, seed=0)
+        make_partitions(IID(), _labels(10), 11, seed=0)
+
+
+def test_make_partitions_checks_what_a_partitioner_returns() -> None:
+    def overlapping(labels, num_partitions, seed):
+        return [np.arange(5)] * num_partitions
+
+    def too_few(labels, num_partitions, seed):
+        return [np.arange(len(labels))]
+
+    with pytest.raises(ValueError, match="overlapping"):
+        make_partitions(overlapping, _labels(), 3, seed=0)
+    with pytest.raises(ValueError, match="returned 1 partitions"):
+        make_partitions(too_few, _labels(), 3, seed=0)
+
+
+def test_flower_datasets_partitioner_by_import_path() -> None:
+    """A flwr_datasets partitioner named in config partitions fedkd's pool (optional extra)."""
+    from fedkd.experiment import client_private_data
+    from tests.conftest import digits_config
+
+    cfg = digits_config("partition=flwr_dirichlet", "partition.alpha=0.3", "clients.num_clients=4")
+    assert cfg.partition.name == "flwr_datasets.partitioner.DirichletPartitioner"
+    parts = [client_private_data(cfg, i, 4) for i in range(4)]
+    assert sum(len(p) for p in parts) == 937  # every private sample, once
+    again = client_private_data(cfg, 2, 4)
+    np.testing.assert_array_equal(again.y, parts[2].y)  # seeded
+    skew = [np.bincount(p.y, minlength=10).max() / len(p) for p in parts]
+    assert max(skew) > 0.2  # Dirichlet(0.3) skews labels (iid would give ~0.1)
