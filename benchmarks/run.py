@@ -63,7 +63,7 @@ BEST = [
     "algorithm=dsfl",
     "algorithm.consensus_memory=true",
     "algorithm.client_teacher=global",
-    "algorithm.class_weighting=true",
+    "algorithm.combine=class_weighted",
 ]
 DECAY = ["algorithm.memory_decay=0.8"]  # older rounds fade from the running consensus
 

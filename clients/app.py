@@ -14,9 +14,6 @@ from torch import nn
 
 from clients import fedavg
 from clients.base import KDClient, RoundTask
-from clients.dsfl import DSFLClient
-from clients.feddf import FedDFClient
-from clients.fedmd import FedMDClient
 from fedkd import protocol
 from fedkd.config import ExperimentConfig, from_run_config
 from fedkd.data import ArrayDataset, DatasetSplits
@@ -28,12 +25,8 @@ from fedkd.experiment import (
     load_data,
 )
 from fedkd.models import count_parameters
+from fedkd.schema import import_object
 
-CLIENTS: dict[str, type[KDClient]] = {
-    "fedmd": FedMDClient,
-    "dsfl": DSFLClient,
-    "feddf": FedDFClient,
-}
 MODEL_STATE = "student"  # context.state key of the student's weights (stays on the node)
 # Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
 NODE_DATA_DIR = "data-dir"
@@ -114,8 +107,8 @@ def _server_round(msg: Message) -> int:
 
 
 def _class_counts(node: Node) -> dict[str, list[int]]:
-    """Per-class example counts, sent only when the experiment asks for class weighting."""
-    if not node.cfg.algorithm.class_weighting:
+    """Per-class example counts, sent only when the combine rule weighs clients per class."""
+    if not node.cfg.algorithm.needs_class_counts:
         return {}
     counts = np.bincount(node.private.y, minlength=node.splits.num_classes)
     return {protocol.CLASS_COUNTS: [int(c) for c in counts]}
@@ -147,7 +140,10 @@ def describe(msg: Message, context: Context) -> Message:
 def kd_round(msg: Message, context: Context) -> Message:
     """One round: digest the consensus, revisit private data, predict on the public subset."""
     node = _load_node(context)
-    client = CLIENTS[node.cfg.algorithm.name](
+    client_cls = import_object(node.cfg.algorithm.client or "", "algorithm")  # its client part
+    if not (isinstance(client_cls, type) and issubclass(client_cls, KDClient)):
+        raise TypeError(f"{node.cfg.algorithm.kind}'s client part is not a KDClient")
+    client = client_cls(
         node.cfg, node.client_id, node.model, node.private, node.splits.public.x, node.test
     )
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]

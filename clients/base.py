@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedkd import protocol
+from fedkd.algorithms import Distillation
 from fedkd.config import ExperimentConfig
 from fedkd.data import ArrayDataset
 from fedkd.training import (
@@ -71,7 +72,10 @@ class KDClient(ABC):
         public_x: np.ndarray,
         test: ArrayDataset | None,
     ) -> None:
+        if not isinstance(cfg.algorithm, Distillation):
+            raise TypeError(f"{cfg.algorithm.kind} is not a distillation algorithm")
         self.cfg = cfg
+        self.algorithm: Distillation = cfg.algorithm
         self.client_id = client_id
         self.model = model
         self.private = private
@@ -84,7 +88,7 @@ class KDClient(ABC):
 
     @property
     def digest_temperature(self) -> float:
-        return self.cfg.algorithm.temperature
+        return self.algorithm.temperature
 
     def _train_config(self, epochs: int, server_round: int, phase: int) -> TrainConfig:
         return TrainConfig(

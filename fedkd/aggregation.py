@@ -5,8 +5,8 @@ num_classes)`` and returns ``(num_samples, num_classes)``. Inputs may be float16
 wire); all arithmetic is done in float64 and the result is float32.
 """
 
-from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar, Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,9 +69,9 @@ def era(
 def class_weighted_mean(
     probs: FloatArray, class_weights: FloatArray
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    """Per-class weighted average of client probabilities, rows renormalised.
+    """Per-class weighted average of client scores (probabilities or logits).
 
-    ``consensus[n, c] ∝ sum_k w[k, c] * probs[k, n, c] / sum_k w[k, c]``: for each class, the
+    ``consensus[n, c] = sum_k w[k, c] * probs[k, n, c] / sum_k w[k, c]``: for each class, the
     clients that hold more examples of it speak louder about it. Under label skew a client that
     never saw class ``c`` cannot tell a ``c`` from its own classes, so its say on ``c`` is ~0.
     Classes no client holds fall back to the plain mean.
@@ -80,6 +80,8 @@ def class_weighted_mean(
     ----------
     probs : (num_clients, num_samples, num_classes)
     class_weights : (num_clients, num_classes), non-negative (e.g. per-class example counts)
+
+    Rows of probabilities no longer sum to 1: the algorithm's ``to_probs`` renormalises them.
 
     Returns
     -------
@@ -96,8 +98,108 @@ def class_weighted_mean(
     safe = np.where(totals > 0, totals, 1.0)
     weighted = np.einsum("kc,knc->nc", w, arr) / safe  # (n, K)
     weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
-    rows = weighted.sum(axis=1, keepdims=True)
-    return (weighted / np.where(rows > 0, rows, 1.0)).astype(np.float32), totals
+    return weighted.astype(np.float32), totals
 
 
-AggregateFn = Callable[[FloatArray, FloatArray | None], NDArray[np.float32]]
+def normalize_rows(scores: FloatArray) -> NDArray[np.float32]:
+    """Non-negative rows (n, K) rescaled to sum to 1 (all-zero rows become uniform)."""
+    arr = np.asarray(scores, dtype=np.float64)
+    rows = arr.sum(axis=1, keepdims=True)
+    uniform = np.full_like(arr, 1.0 / arr.shape[1])
+    return np.where(rows > 0, arr / np.where(rows > 0, rows, 1.0), uniform).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- combine rules
+# A combine rule merges the clients' soft labels (C, n, K) -- in the algorithm's own space,
+# logits or probabilities -- into one (n, K), before the algorithm's ``to_probs``. It is a typed
+# config node (``algorithm.combine``): a built-in name or a class by import path.
+
+
+@dataclass(frozen=True)
+class Combined:
+    """What a combine rule returns: merged scores (n, K), and the weight each class got (K,)
+    where the rule weighs clients per class (the running consensus remembers rounds by it)."""
+
+    scores: NDArray[np.float32]
+    class_weight: NDArray[np.float64] | None = None
+
+
+class CombineRule(Protocol):
+    """``(stack (C, n, K), num_examples (C,), class_counts (C, K) | None) -> Combined``."""
+
+    #: True: clients must report per-class example counts (once, when they describe
+    #: themselves); ``class_counts`` is then never None.
+    needs_class_counts: ClassVar[bool]
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined: ...
+
+
+@dataclass(frozen=True)
+class Mean:
+    """Every client counts the same."""
+
+    needs_class_counts: ClassVar[bool] = False
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined:
+        return Combined(mean(stack))
+
+
+@dataclass(frozen=True)
+class WeightedMean:
+    """Clients weighted by their number of private examples."""
+
+    needs_class_counts: ClassVar[bool] = False
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined:
+        return Combined(weighted_mean(stack, num_examples))
+
+
+@dataclass(frozen=True)
+class ClassWeighted:
+    """For each class, clients weighted by how many examples of it they hold
+    (:func:`class_weighted_mean`): under label skew a client cannot speak for a class it never
+    saw."""
+
+    needs_class_counts: ClassVar[bool] = True
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined:
+        if class_counts is None:
+            raise ValueError("class-weighted combining needs the clients' class counts")
+        scores, totals = class_weighted_mean(stack, class_counts)
+        return Combined(scores, totals)
+
+
+COMBINE_RULES: Final[dict[str, type[CombineRule]]] = {
+    "mean": Mean,
+    "weighted_mean": WeightedMean,
+    "class_weighted": ClassWeighted,
+}
+
+
+# ------------------------------------------------------------------------ post-processing
+# Optional, after ``to_probs`` (``algorithm.postprocess``): probabilities (n, K) -> probabilities.
+
+
+@dataclass(frozen=True)
+class ERA:
+    """Entropy-reduction averaging's sharpening step (DS-FL): ``softmax(probs / temperature)``."""
+
+    temperature: float = ERA_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    def __call__(self, probs: FloatArray) -> NDArray[np.float32]:
+        return softmax(probs, temperature=self.temperature).astype(np.float32)
+
+
+POSTPROCESSORS: Final[dict[str, type[ERA]]] = {"era": ERA}

@@ -10,7 +10,6 @@
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -27,6 +26,7 @@ from fedkd.experiment import (
     sample_client_ids,
 )
 from fedkd.results import RunRecorder, client_accuracy_stats
+from fedkd.schema import import_object
 from fedkd.training import (
     TrainConfig,
     derive_seed,
@@ -127,17 +127,11 @@ def _log(
         "[round %d/%d] %s: global acc %.4f | mean client acc %.4f | %.1fs",
         server_round,
         cfg.num_rounds,
-        cfg.algorithm.name,
+        cfg.algorithm.kind,
         acc,
         metrics["client_accuracy_mean"],
         metrics["round_seconds"],
     )
-
-
-BASELINES: Final[dict[str, Callable[[ExperimentConfig, RunRecorder], dict[str, Any]]]] = {
-    "local": run_local,
-    "centralized": run_centralized,
-}
 
 
 def run_baseline(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -146,7 +140,9 @@ def run_baseline(cfg: ExperimentConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.simulation.num_cpus)
     recorder = RunRecorder(cfg.output_dir, cfg)
     try:
-        return BASELINES[cfg.algorithm.name](cfg, recorder)
+        runner = import_object(cfg.algorithm.server, "algorithm")
+        summary: dict[str, Any] = runner(cfg, recorder)
+        return summary
     except BaseException as err:
         recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
         raise

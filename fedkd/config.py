@@ -5,248 +5,69 @@ This is the one place that knows about Hydra. Everything else receives an
 
 Validation happens before anything starts: an unknown key, a wrong type or an out-of-range value
 raises :class:`ConfigError` with the dotted key in the message (``partition.alpha must be > 0``).
+Every pluggable part (data source, partitioner, model, algorithm, combine rule, post-processor)
+is a typed node of its own, a built-in name or a class by import path (see :mod:`fedkd.schema`):
+a key its part does not take is refused, never ignored.
 """
 
 import dataclasses
-import importlib
-import inspect
 import json
 import shlex
-import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Final
 
+from fedkd.algorithms import Algorithm, Distillation, algorithm_from_node
 from fedkd.augment import Augment
+from fedkd.schema import (
+    Component,
+    ConfigError,
+    build,
+    component,
+    component_field,
+    one_of,
+    require,
+    to_node,
+)
 
-# The packaged configs: inside the package when installed from a wheel, beside it in a checkout.
+__all__ = [
+    "CONF_DIR",
+    "Component",
+    "ConfigError",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "PartitionConfig",
+    "PublicConfig",
+    "TestConfig",
+    "compose",
+    "from_dict",
+    "from_json",
+    "from_run_config",
+    "hydra_main",
+    "to_dict",
+    "to_json",
+    "with_absolute_paths",
+]
+
 _PACKAGE = Path(__file__).resolve().parent
+# The packaged configs: inside the package when installed from a wheel, beside it in a checkout.
 CONF_DIR: Final = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
 # Hydra warns when the search path's conf/ (a user project's overlay) is absent: that is normal.
 _NO_OVERLAY_WARNING: Final = r"provider=hydra\.searchpath in main, path=conf is not available"
 
-ALGORITHMS: Final = ("fedmd", "dsfl", "feddf", "fedavg", "local", "centralized")
-IN_PROCESS: Final = ("local", "centralized")  # non-federated baselines: no Flower involved
 KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
-WEIGHT_SHARING: Final = ("fedavg",)  # baselines whose clients all train model.architecture
-AGGREGATIONS: Final = ("mean", "weighted_mean", "era")
 MODES: Final = ("simulation", "deploy")
+_require, _one_of = require, one_of
 
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, mistyped or out of range. The message names the key."""
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {message}")
-
-
-def _one_of(value: str, choices: Sequence[str], key: str) -> None:
-    _require(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
-
-
-TARGET_KEY: Final = "_target_"  # Hydra's convention: a pluggable part by import path
-NAME_KEY: Final = "name"  # ... or by a built-in short name
-
-
-def import_object(path: str, key: str) -> Any:
-    """The object at import path ``pkg.module.Name``; a failure raises naming ``key``."""
-    module, _, attr = path.rpartition(".")
-    if not module or not attr:
-        raise ConfigError(f"{key}: {path!r} is not an import path (package.module.Name)")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{key}: cannot import {path!r} ({type(err).__name__}: {err})") from err
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable copy of a JSON-like value (lists -> tuples, mappings -> sorted pairs)."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def _thawed(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_thawed(v) for v in value]
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Component:
-    """A pluggable part (data source, model, ...): a class and the keyword arguments it takes.
-
-    ``kind`` is what the config said: a built-in short name (``npz``, ``cnn``) or an import path
-    (``mypkg.nets.TinyNet``); ``args`` are the validated keyword arguments, frozen so that a
-    config stays hashable. :meth:`instantiate` is the one way such a part is built.
-    """
-
-    kind: str
-    target: str  # import path of the class
-    args: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def cls(self) -> Any:
-        return import_object(self.target, self.kind)
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return {k: _thawed(v) for k, v in self.args}
-
-    def instantiate(self, **extra: Any) -> Any:
-        cls = self.cls
-        if dataclasses.is_dataclass(cls):
-            return _build(cls, {**self.kwargs, **extra})  # type: ignore[arg-type]
-        return cls(**self.kwargs, **extra)
-
-    def node(self, builtins: Mapping[str, Any]) -> dict[str, Any]:
-        """The config node this component was built from (for ``config.json``)."""
-        head = {NAME_KEY: self.kind} if self.kind in builtins else {TARGET_KEY: self.kind}
-        return {**head, **self.kwargs}
-
-
-def build_component(
-    node: Mapping[str, Any],
-    key: str,
-    builtins: Mapping[str, Any],
-    context_args: Sequence[str] = (),
-    optional: Sequence[str] = (),
-) -> Component:
-    """Validate ``{name: <built-in> | _target_: <import path>, **kwargs}`` into a Component.
-
-    The class is imported now (so a typo fails before anything runs, naming ``key``) and its
-    keyword arguments are checked against its own schema: a dataclass's typed fields, else the
-    signature of ``__init__``. ``context_args`` are the arguments fedkd itself passes when it
-    builds the part (e.g. a model's ``input_shape`` and ``num_classes``): the class must take
-    them, and the config may not set them; ``optional`` ones are passed only to a class that
-    takes them, and may not be set either.
-    """
-    node = dict(node)
-    if (TARGET_KEY in node) == (NAME_KEY in node):
-        raise ConfigError(
-            f"{key} needs exactly one of '{NAME_KEY}' (built-in: {sorted(builtins)}) or "
-            f"'{TARGET_KEY}' (an import path), got keys {sorted(node)}"
-        )
-    kind = str(node.pop(TARGET_KEY, None) or node.pop(NAME_KEY))
-    if TARGET_KEY not in node and kind in builtins:
-        cls = builtins[kind]
-    elif "." in kind:
-        cls = import_object(kind, f"{key}.{TARGET_KEY}")
-    else:
-        raise ConfigError(
-            f"{key}: unknown name {kind!r}; built-in: {sorted(builtins)}, or an import path"
-        )
-    if not callable(cls):
-        raise ConfigError(f"{key}: {kind!r} is not a class")
-    reserved = sorted(set(node) & {*context_args, *optional})
-    if reserved:
-        raise ConfigError(f"{key}.{reserved[0]} is set by fedkd and cannot be configured")
-    target = f"{cls.__module__}.{cls.__qualname__}"
-    if dataclasses.is_dataclass(cls):
-        try:
-            instance = _build(cls, node, key + ".")  # type: ignore[arg-type]
-        except (TypeError, ValueError) as err:
-            if isinstance(err, ConfigError):
-                raise
-            # "alpha must be > 0" from the class -> "partition.alpha must be > 0"
-            field = str(err).split(" ", 1)[0]
-            names = {f.name for f in dataclasses.fields(cls)}
-            raise ConfigError(f"{key}.{err}" if field in names else f"{key}: {err}") from err
-        args = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
-    else:
-        _check_signature(cls, node, key, context_args, optional)
-        args = node
-    return Component(kind, target, _frozen(args))
-
-
-def _check_signature(
-    cls: Any,
-    node: Mapping[str, Any],
-    key: str,
-    context_args: Sequence[str],
-    optional: Sequence[str] = (),
-) -> None:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: trust it
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    names = set(params)
-    unknown = sorted(set(node) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {key}.{unknown[0]}: {cls.__qualname__} takes {sorted(names)}"
-        )
-    missing = [c for c in context_args if c not in names]
-    if missing:
-        raise ConfigError(
-            f"{key}: {cls.__qualname__} must take {list(context_args)} keyword arguments "
-            f"(fedkd passes them), it lacks {missing}"
-        )
-    required = [
-        n
-        for n, p in params.items()
-        if p.default is p.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and n not in node
-        and n not in context_args
-        and n not in optional
-    ]
-    if required:
-        raise ConfigError(f"{key}.{required[0]} is required by {cls.__qualname__}")
-
-
-def _sources() -> Mapping[str, Any]:
-    from fedkd.data.sources import SOURCES
-
-    return SOURCES
-
-
-def _builtin_source(name: str) -> Component:
-    return build_component({NAME_KEY: name}, "dataset", _sources())
-
-
-def _models() -> Mapping[str, Any]:
-    from fedkd.models import ARCHITECTURES  # torch: imported only once a config is built
-
-    return ARCHITECTURES
-
-
-MODEL_CONTEXT_ARGS: Final = ("input_shape", "num_classes")  # what fedkd passes every model
-
-
-def model_component(value: Any, key: str) -> Component:
-    """A model: a built-in name (``cnn``), an import path (``mypkg.nets.TinyNet``: a name with a
-    dot), or a ``{_target_: ..., **kwargs}`` node. It is called as ``Class(input_shape=(C, H,
-    W), num_classes=K, **kwargs)``."""
-    if isinstance(value, str):
-        value = {TARGET_KEY if "." in value else NAME_KEY: value}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key} must be a model name, an import path or a mapping, got {value!r}")
-    return build_component(value, key, _models(), MODEL_CONTEXT_ARGS)
-
-
-def model_node(component: Component) -> Any:
-    """How a model component is written back: its name alone when it has no arguments."""
-    return component.kind if not component.args else component.node(_models())
-
-
-def _split_node(cls: type[T], node: Any, key: str) -> T:
+def _split_node(cls: Any, node: Any, key: str) -> Any:
     """A data node: a source (``name``/``_target_`` + its arguments) plus ``cls``' own keys."""
     if not isinstance(node, Mapping):
         raise ConfigError(f"{key} must be a mapping, got {node!r}")
-    own = {f.name for f in dataclasses.fields(cls) if f.name != "source"}  # type: ignore[arg-type]
-    source = build_component({k: v for k, v in node.items() if k not in own}, key, _sources())
-    return _build(cls, {k: v for k, v in node.items() if k in own}, key + ".", source=source)
+    own = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    source = component({k: v for k, v in node.items() if k not in own}, "source", key)
+    return build(cls, {k: v for k, v in node.items() if k in own}, key + ".", source=source)
 
 
 class _SplitNode:
@@ -260,7 +81,11 @@ class _SplitNode:
             for f in dataclasses.fields(self)  # type: ignore[arg-type]
             if f.name != "source"
         }
-        return {**self.source.node(_sources()), **own}
+        return {**self.source.node(), **own}
+
+
+def _default_source() -> Component:
+    return component("fmnist", "source", "dataset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +95,7 @@ class DatasetConfig(_SplitNode):
     The node holds the source's own keys (``name: npz``, ``path: ...``) beside these.
     """
 
-    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    source: Component = dataclasses.field(default_factory=_default_source)
     num_public: int = 10_000  # held out as the public set; 0 when `public` has its own source
     num_private: int | None = None  # None: the rest of the training pool
     num_test: int | None = None  # None: the source's test split, else its default hold-out
@@ -283,14 +108,15 @@ class DatasetConfig(_SplitNode):
 
     @classmethod
     def from_node(cls, node: Any, key: str) -> "DatasetConfig":
-        return _split_node(cls, node, key)
+        built: DatasetConfig = _split_node(cls, node, key)
+        return built
 
 
 @dataclasses.dataclass(frozen=True)
 class PublicConfig(_SplitNode):
     """A public proxy set from a source of its own (``public=folder public.path=DIR``)."""
 
-    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    source: Component = dataclasses.field(default_factory=_default_source)
     num_samples: int | None = None  # None: the whole source
     resize: bool = True  # images of another shape: resize them (false: refuse)
     task_labels: bool = False  # its labels are the private task's classes (consensus accuracy)
@@ -302,7 +128,8 @@ class PublicConfig(_SplitNode):
 
     @classmethod
     def from_node(cls, node: Any, key: str) -> "PublicConfig":
-        return _split_node(cls, node, key)
+        built: PublicConfig = _split_node(cls, node, key)
+        return built
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +137,9 @@ class TestConfig(_SplitNode):
     """A test set from a source of its own (``test=npz test.path=FILE``): its test split if it
     has one, else its pool. Its labels must be the private task's classes."""
 
-    source: Component = dataclasses.field(default_factory=lambda: _builtin_source("fmnist"))
+    __test__ = False  # not a pytest test class
+
+    source: Component = dataclasses.field(default_factory=_default_source)
     num_samples: int | None = None  # None: all of it
     resize: bool = True
 
@@ -321,7 +150,8 @@ class TestConfig(_SplitNode):
 
     @classmethod
     def from_node(cls, node: Any, key: str) -> "TestConfig":
-        return _split_node(cls, node, key)
+        built: TestConfig = _split_node(cls, node, key)
+        return built
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,15 +178,6 @@ class NormalizeConfig:
         return tuple(self.mean), tuple(self.std)
 
 
-def _partitioners() -> Mapping[str, Any]:
-    from fedkd.data.partition import PARTITIONERS
-
-    return PARTITIONERS
-
-
-PARTITIONER_CONTEXT_ARGS: Final = ("num_partitions", "seed")  # passed to classes that take them
-
-
 @dataclasses.dataclass(frozen=True)
 class PartitionConfig:
     """How the private pool is split across clients: a partitioner and only its own keys.
@@ -368,9 +189,7 @@ class PartitionConfig:
     """
 
     partitioner: Component = dataclasses.field(
-        default_factory=lambda: build_component(
-            {NAME_KEY: "dirichlet"}, "partition", _partitioners()
-        )
+        default_factory=lambda: component("dirichlet", "partitioner", "partition")
     )
 
     @property
@@ -381,52 +200,14 @@ class PartitionConfig:
     def from_node(cls, node: Any, key: str) -> "PartitionConfig":
         if not isinstance(node, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {node!r}")
-        return cls(build_component(node, key, _partitioners(), optional=PARTITIONER_CONTEXT_ARGS))
+        return cls(component(node, "partitioner", key))
 
-    def to_node(self) -> dict[str, Any]:
-        return self.partitioner.node(_partitioners())
+    def to_node(self) -> Any:
+        return self.partitioner.node()
 
 
-@dataclasses.dataclass(frozen=True)
-class AlgorithmConfig:
-    """Which federated-distillation algorithm runs, and its distillation settings."""
-
-    name: str = "dsfl"
-    aggregation: str = "era"
-    temperature: float = 1.0  # distillation temperature T (FedMD also softens the mean logits by T)
-    era_temperature: float = 0.1  # DS-FL's sharpening temperature for ERA
-    consensus_memory: bool = False  # average each public sample's consensus over rounds
-    memory_decay: float = 1.0  # each round, earlier rounds' weight in it is multiplied by this
-    client_teacher: str = "consensus"  # what clients digest: "consensus" | "global" (model)
-    distill_on_memory: bool = False  # server distils on every remembered public sample
-    class_weighting: bool = False  # weight clients per class by their class counts
-    holdout_fraction: float = 0.2  # feddf: public share held out for early stopping
-    patience: int = 2  # feddf: distillation epochs without improvement before stopping
-
-    @property
-    def shares_weights(self) -> bool:
-        """Weight averaging (a baseline): every client trains the global architecture."""
-        return self.name in WEIGHT_SHARING
-
-    def __post_init__(self) -> None:
-        _one_of(self.name, ALGORITHMS, "algorithm.name")
-        _one_of(self.aggregation, AGGREGATIONS, "algorithm.aggregation")
-        _require(self.temperature > 0, "algorithm.temperature", "must be > 0")
-        _require(self.era_temperature > 0, "algorithm.era_temperature", "must be > 0")
-        _one_of(self.client_teacher, ("consensus", "global"), "algorithm.client_teacher")
-        _require(0 < self.memory_decay <= 1, "algorithm.memory_decay", "must be in (0, 1]")
-        _require(
-            self.consensus_memory or not self.distill_on_memory,
-            "algorithm.distill_on_memory",
-            "needs algorithm.consensus_memory=true",
-        )
-        _require(0 < self.holdout_fraction < 1, "algorithm.holdout_fraction", "must be in (0, 1)")
-        _require(self.patience >= 1, "algorithm.patience", "must be >= 1")
-        _require(
-            self.name == "dsfl" or self.aggregation != "era",
-            "algorithm.aggregation",
-            "'era' averages probabilities and only applies to dsfl",
-        )
+def _default_algorithm() -> Algorithm:
+    return algorithm_from_node({"name": "dsfl"})
 
 
 class _Augmented:
@@ -447,13 +228,17 @@ class ClientsConfig(_Augmented):
     num_clients: int = 10
     fraction: float = 1.0  # share of clients sampled each round ...
     min_clients: int = 2  # ... but never fewer than this
+    # assigned round-robin by client id: built-in names, import paths or _target_ nodes
     architectures: list[Component] = dataclasses.field(
         default_factory=lambda: [
-            model_component(a, "clients.architectures")
+            component(a, "model", "clients.architectures")
             for a in ("cnn", "mlp", "wide_cnn", "resnet")
-        ]
-    )  # assigned round-robin by client id: names, import paths or _target_ nodes
-    architecture_map: dict[str, Component] = dataclasses.field(default_factory=dict)  # id ->
+        ],
+        metadata={"family": "model"},
+    )
+    architecture_map: dict[str, Component] = dataclasses.field(
+        default_factory=dict, metadata={"family": "model"}
+    )  # client id -> model, overriding the round-robin
     batch_size: int = 64
     lr: float = 1e-3
     revisit_epochs: int = 1  # local training on private data per round
@@ -489,10 +274,12 @@ class ClientsConfig(_Augmented):
         for key in ("revisit_epochs", "digest_epochs", "num_eval_samples", "augment_shift"):
             _require(getattr(self, key) >= 0, f"clients.{key}", "must be >= 0")
         _require(self.lr > 0, "clients.lr", "must be > 0")
+        _one_of(self.kd_schedule, KD_SCHEDULES, "clients.kd_schedule")
         _require(
-            self.kd_schedule in KD_SCHEDULES,
-            "clients.kd_schedule",
-            f"must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}",
+            self.kd_schedule != "joint" or self.digest_epochs == 1,
+            "clients.digest_epochs",
+            "is not used by clients.kd_schedule=joint (one pass over private and teacher "
+            "samples); leave it at 1 or use kd_schedule=sequential",
         )
 
     def architecture_of(self, client_id: int) -> Component:
@@ -510,9 +297,7 @@ class ClientsConfig(_Augmented):
 class ModelConfig(_Augmented):
     """The global (server) model and how the server distils it from the consensus."""
 
-    architecture: Component = dataclasses.field(
-        default_factory=lambda: model_component("cnn", "model.architecture")
-    )
+    architecture: Component = component_field("model", "cnn")
     distill_epochs: int = 2
     batch_size: int = 128
     lr: float = 1e-3
@@ -549,7 +334,7 @@ class ExperimentConfig:
     test: TestConfig | None = None  # None: the dataset's test split, or held out of it
     normalize: NormalizeConfig = dataclasses.field(default_factory=NormalizeConfig)
     partition: PartitionConfig = dataclasses.field(default_factory=PartitionConfig)
-    algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
+    algorithm: Algorithm = dataclasses.field(default_factory=_default_algorithm)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     simulation: SimulationConfig = dataclasses.field(default_factory=SimulationConfig)
@@ -593,56 +378,18 @@ class ExperimentConfig:
         _require(self.round_timeout > 0, "round_timeout", "must be > 0")
         _require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         _one_of(self.mode, MODES, "mode")
-
-
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a type annotation, coercing int -> float; raise naming ``key``."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = (o for o in options if o is not type(None))
-        return _convert(value, inner, key)
-    if annotation is Component:  # the only bare Component fields are models
-        return model_component(value, key)
-    if hasattr(annotation, "from_node"):
-        return annotation.from_node(value, key)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return _build(annotation, value, key + ".")  # type: ignore[arg-type]
-    if origin is list:
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (item,) = get_args(annotation)
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        _, item = get_args(annotation)
-        return {str(k): _convert(v, item, f"{key}.{k}") for k, v in value.items()}
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not annotation:
-        raise ConfigError(f"{key} must be of type {annotation.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "", **fixed: Any) -> T:
-    """``cls(**data)`` with every value checked against its annotation; ``fixed`` arguments are
-    already built. Unknown keys and out-of-range values raise :class:`ConfigError`."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(prefix + k for k in unknown)}; valid keys under "
-            f"'{prefix.rstrip('.') or '<root>'}': {sorted(fields)}"
-        )
-    hints = get_type_hints(cls)
-    kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs, **fixed)
+        if not isinstance(self.algorithm, Distillation):
+            for key, active in (
+                ("model.ema_decay", self.model.ema_decay > 0),
+                ("model.augment_shift", self.model.augment_shift > 0),
+                ("model.augment_flip", self.model.augment_flip),
+            ):
+                _require(
+                    not active,
+                    key,
+                    f"only applies to a distilled global model, not to algorithm="
+                    f"{self.algorithm.kind}",
+                )
 
 
 def _is_path_key(key: str) -> bool:
@@ -675,26 +422,12 @@ def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
 
 def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a plain (JSON-like) mapping and build the typed config. Raises ConfigError."""
-    return _build(ExperimentConfig, data)
-
-
-def _node(value: Any) -> Any:
-    if isinstance(value, Component):
-        return model_node(value)
-    if hasattr(value, "to_node"):
-        return value.to_node()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _node(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_node(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _node(v) for k, v in value.items()}
-    return value
+    return build(ExperimentConfig, data)
 
 
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as the plain mapping it was built from (``from_dict`` reads it back)."""
-    result: dict[str, Any] = _node(cfg)
+    result: dict[str, Any] = to_node(cfg)
     return result
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import IN_PROCESS, ExperimentConfig, to_json
+from fedkd.config import ExperimentConfig, to_json
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY
 from fedkd.results import SUMMARY_FILE
@@ -187,7 +187,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         raise LaunchError("output_dir must be set")
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.algorithm.name in IN_PROCESS:
+    if cfg.algorithm.in_process:
         from fedkd.baselines import run_baseline
 
         return run_baseline(cfg)

@@ -19,7 +19,7 @@ Once per node, before its first round, the server asks it to describe itself:
 
 server -> client  ``query.describe`` (empty content)
 client -> server  metrics ``REPLY_METRICS``: ``CLIENT_ID``, ``NUM_EXAMPLES``, ``NUM_PARAMETERS``
-                  (+ ``CLASS_COUNTS`` if ``algorithm.class_weighting``)
+                  (+ ``CLASS_COUNTS`` when ``algorithm.combine`` weighs clients per class)
                   and config ``DESCRIBE_CONFIG``: ``ARCHITECTURE``.
 
 Nothing else ever leaves a client: no raw data, no weights.
@@ -49,7 +49,7 @@ CLIENT_ID: Final = "client-id"
 ARCHITECTURE: Final = "architecture"
 NUM_PARAMETERS: Final = "num-parameters"
 CLASS_COUNTS: Final = "class-counts"  # per-class private example counts, only when the
-# experiment enables algorithm.class_weighting
+# combine rule needs them (algorithm.combine=class_weighted)
 
 # Client metrics reported with every round reply (all floats).
 TEST_ACCURACY: Final = "test-accuracy"

@@ -14,8 +14,8 @@ from fedkd.config import from_run_config
 from fedkd.experiment import build_global_model, load_data
 from fedkd.logs import configure_logging
 from fedkd.results import RunRecorder
+from fedkd.schema import import_object
 from fedkd.training import seed_everything
-from server.strategies import STRATEGIES
 
 log = logging.getLogger("fedkd.server")
 app = ServerApp()
@@ -30,9 +30,8 @@ def main(grid: Grid, context: Context) -> None:
     recorder = RunRecorder(output_dir, cfg)
     try:
         splits = load_data(cfg, private=False)
-        strategy = STRATEGIES[cfg.algorithm.name](
-            cfg, splits, build_global_model(cfg, splits), recorder
-        )
+        strategy_cls = import_object(cfg.algorithm.server, "algorithm")  # its server part
+        strategy = strategy_cls(cfg, splits, build_global_model(cfg, splits), recorder)
         summary = strategy.start(grid)
     except BaseException as err:
         recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")

@@ -1,4 +1,5 @@
-"""Server-side algorithms: one module each, all built on :class:`DistillationStrategy`."""
+"""Server-side algorithms: one module each, all built on :class:`DistillationStrategy` (FedAvg on
+Flower's own strategy). The config names them by import path (``fedkd.algorithms``)."""
 
 from server.strategies.base import DistillationStrategy
 from server.strategies.dsfl import DSFL
@@ -6,11 +7,4 @@ from server.strategies.fedavg import FedAvgBaseline
 from server.strategies.feddf import FedDF
 from server.strategies.fedmd import FedMD
 
-STRATEGIES: dict[str, type[DistillationStrategy] | type[FedAvgBaseline]] = {
-    "fedmd": FedMD,
-    "dsfl": DSFL,
-    "feddf": FedDF,
-    "fedavg": FedAvgBaseline,
-}
-
-__all__ = ["DSFL", "STRATEGIES", "DistillationStrategy", "FedAvgBaseline", "FedDF", "FedMD"]
+__all__ = ["DSFL", "DistillationStrategy", "FedAvgBaseline", "FedDF", "FedMD"]

@@ -5,15 +5,17 @@ One round is ONE exchange with the sampled clients (deployment pays seconds of p
 1. sample clients and this round's public subset;
 2. send each client the subset's indices and the previous round's consensus (``configure_round``);
 3. receive soft labels on the subset, validate them, reject and count bad replies (``collect``);
-4. aggregate the accepted soft labels into the consensus (``aggregate``), optionally averaged
+4. merge the accepted soft labels into the consensus (``consensus``: the configured combine
+   rule, the algorithm's ``to_probs``, the configured post-processing), optionally averaged
    with earlier rounds' (``remember``);
 5. distil the global model toward it (``distillation_set``, ``distill_global``), optionally
    averaging its weights over rounds (``served_model``);
 6. keep what the clients digest next round (``client_teacher``, on the distillation set),
    evaluate the global model on the test set and record the round.
 
-Algorithms override hooks (``soft_label_kind``, ``aggregate``, ``distill_global``, ...); none
-copies the loop.
+Algorithms override hooks (``soft_label_kind``, ``to_probs``, ``distill_global``, ...); none
+copies the loop. A new algorithm is a subclass in the user's own module, named by its config
+class (``fedkd.algorithms``; see ``examples/entropy_weighted.py``).
 """
 
 import logging
@@ -30,7 +32,8 @@ from flwr.serverapp import Grid
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from fedkd import aggregation, protocol
+from fedkd import protocol
+from fedkd.algorithms import Distillation
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RunRecorder, client_accuracy_stats
@@ -108,7 +111,10 @@ class DistillationStrategy(ABC):
         global_model: nn.Module,
         recorder: RunRecorder,
     ) -> None:
+        if not isinstance(cfg.algorithm, Distillation):
+            raise TypeError(f"{cfg.algorithm.kind} is not a distillation algorithm")
         self.cfg = cfg
+        self.algorithm: Distillation = cfg.algorithm
         self.splits = splits
         self.global_model = global_model
         self.recorder = recorder
@@ -132,25 +138,38 @@ class DistillationStrategy(ABC):
 
     # ----------------------------------------------------------------- hooks
     @abstractmethod
-    def aggregate(self, soft_labels: np.ndarray, num_examples: np.ndarray) -> np.ndarray:
-        """Merge client soft labels (C, n, K) into consensus *probabilities* (n, K)."""
+    def to_probs(self, scores: np.ndarray) -> np.ndarray:
+        """The algorithm's one formula: merged soft labels (n, K), in the space clients send
+        (``soft_label_kind``), to consensus probabilities (n, K)."""
 
-    @abstractmethod
-    def to_probs(self, soft_labels: np.ndarray) -> np.ndarray:
-        """What clients sent (C, n, K) as probabilities (for class-weighted aggregation)."""
-
-    def sharpen(self, probs: np.ndarray) -> np.ndarray:
-        """Post-processing of a class-weighted mean (n, K); DS-FL applies ERA's sharpening."""
-        return probs
+    def consensus(
+        self, soft_labels: np.ndarray, clients: Sequence[ClientInfo]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The consensus pipeline: ``algorithm.combine`` merges the clients' soft labels
+        (C, n, K) -> ``to_probs`` -> ``algorithm.postprocess``. Returns the probabilities
+        (n, K) and, for per-class rules, the weight each class got (K,)."""
+        rule = self.algorithm.combine_rule
+        num_examples = np.array([c.num_examples for c in clients], dtype=np.float64)
+        counts = (
+            np.array([c.class_counts for c in clients], dtype=np.float64)
+            if rule.needs_class_counts
+            else None
+        )
+        combined = rule(soft_labels, num_examples, counts)
+        probs = self.to_probs(combined.scores)
+        post = self.algorithm.postprocessor
+        if post is not None:
+            probs = post(probs)
+        return np.asarray(probs, dtype=np.float32), combined.class_weight
 
     def client_teacher(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
         """What the clients digest next round: the consensus itself, or (``algorithm.
         client_teacher=global``) the freshly distilled global model's predictions, which are
         smoother from round to round than a consensus of a few sampled clients."""
-        if self.cfg.algorithm.client_teacher == "consensus":
+        if self.algorithm.client_teacher == "consensus":
             return consensus
         logits = predict_logits(self.served_model, self._public_x[public_idx])
-        return torch.softmax(logits / self.cfg.algorithm.temperature, dim=1).numpy()
+        return torch.softmax(logits / self.algorithm.temperature, dim=1).numpy()
 
     def distillation_set(
         self, public_idx: np.ndarray, consensus: np.ndarray
@@ -158,7 +177,7 @@ class DistillationStrategy(ABC):
         """(public indices, target probs) the global model is distilled on: this round's subset,
         or (``algorithm.distill_on_memory``) every public sample the running consensus holds."""
         memory = self.state.memory_count
-        if not self.cfg.algorithm.distill_on_memory or memory is None:
+        if not self.algorithm.distill_on_memory or memory is None:
             return public_idx, consensus
         assert self.state.memory_sum is not None
         idx = np.flatnonzero(memory.sum(axis=1))
@@ -176,7 +195,7 @@ class DistillationStrategy(ABC):
         if state.memory_sum is None or state.memory_count is None:
             state.memory_sum = np.zeros((len(self.splits.public), consensus.shape[1]))
             state.memory_count = np.zeros((len(self.splits.public), consensus.shape[1]))
-        decay = self.cfg.algorithm.memory_decay
+        decay = self.algorithm.memory_decay
         if decay < 1:
             state.memory_sum *= decay
             state.memory_count *= decay
@@ -191,7 +210,7 @@ class DistillationStrategy(ABC):
         cfg = self.cfg
         log.info(
             "fedkd %s: %d rounds, %d clients, dataset %s, global model %s -> %s",
-            cfg.algorithm.name,
+            self.algorithm.kind,
             cfg.num_rounds,
             cfg.clients.num_clients,
             self.splits.name,
@@ -232,15 +251,8 @@ class DistillationStrategy(ABC):
         metrics: dict[str, Any] = {"round": server_round}
         if result.soft_labels:
             stack = np.stack(result.soft_labels)  # (C, n, K)
-            weights = np.array([c.num_examples for c in result.clients], dtype=np.float64)
-            class_weight = None
-            if self.cfg.algorithm.class_weighting:
-                counts = np.array([c.class_counts for c in result.clients], dtype=np.float64)
-                mean, class_weight = aggregation.class_weighted_mean(self.to_probs(stack), counts)
-                consensus = self.sharpen(mean)
-            else:
-                consensus = self.aggregate(stack, weights)  # (n, K) probs
-            if self.cfg.algorithm.consensus_memory:
+            consensus, class_weight = self.consensus(stack, result.clients)  # (n, K) probs
+            if self.algorithm.consensus_memory:
                 consensus = self.remember(public_idx, consensus, class_weight)
             public_y = self.splits.public.y
             metrics["consensus_accuracy"] = (
@@ -398,7 +410,7 @@ class DistillationStrategy(ABC):
             self.global_model,
             self._public_x[public_idx],
             torch.from_numpy(consensus),
-            make_kd_loss(self.cfg.algorithm.temperature),
+            make_kd_loss(self.algorithm.temperature),
             TrainConfig(
                 epochs=model_cfg.distill_epochs,
                 batch_size=model_cfg.batch_size,

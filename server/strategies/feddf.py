@@ -15,6 +15,7 @@ import copy
 import numpy as np
 import torch
 
+from fedkd.algorithms import FedDF as FedDFConfig
 from fedkd.losses import kd_loss
 from fedkd.training import (
     TrainConfig,
@@ -33,7 +34,8 @@ class FedDF(FedMD):
     def distill_global(
         self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray
     ) -> dict[str, float]:
-        algo, model_cfg = self.cfg.algorithm, self.cfg.model
+        algo, model_cfg = self.algorithm, self.cfg.model
+        assert isinstance(algo, FedDFConfig)
         rng = np.random.default_rng([self.cfg.seed, server_round, 3])
         order = rng.permutation(len(public_idx))
         num_holdout = max(1, round(algo.holdout_fraction * len(public_idx)))

@@ -32,7 +32,7 @@ class ClientInfo:
     client_id: int
     architecture: str
     num_examples: int
-    class_counts: tuple[int, ...] | None = None  # only with algorithm.class_weighting
+    class_counts: tuple[int, ...] | None = None  # only when the combine rule needs them
 
 
 def addressee(reply: Message, messages: Sequence[Message]) -> int:
@@ -124,7 +124,7 @@ class Roster:
             node_id = addressee(reply, messages)
             try:
                 info = parse_describe(reply, node_id)
-                wanted = self.cfg.algorithm.class_weighting
+                wanted = self.cfg.algorithm.needs_class_counts
                 if wanted and len(info.class_counts or ()) != self.num_classes:
                     raise InvalidReply(f"class weighting needs {self.num_classes} class counts")
             except InvalidReply as err:

@@ -106,7 +106,9 @@ def test_node_without_partition_id_fails_with_a_clear_error():
 
 
 def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
-    cfg = digits_config("clients.kd_schedule=joint", "clients.revisit_epochs=10")
+    cfg = digits_config(
+        "clients.kd_schedule=joint", "clients.revisit_epochs=10", "clients.digest_epochs=1"
+    )
     ctx = _context(cfg, partition_id=2)
     public_idx = np.arange(100)
     first = app(_round_message(1, public_idx), ctx)  # no teacher yet: private data only

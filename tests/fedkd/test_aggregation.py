@@ -73,8 +73,10 @@ def test_class_weighted_mean_lets_the_clients_that_know_a_class_speak_for_it():
     probs = np.array([[[0.9, 0.1]], [[0.2, 0.8]]])
     counts = np.array([[10.0, 0.0], [0.0, 30.0]])
     consensus, totals = aggregation.class_weighted_mean(probs, counts)
-    # class 0 from client 0 only (0.9), class 1 from client 1 only (0.8); rows renormalised
-    assert_allclose(consensus, [[0.9 / 1.7, 0.8 / 1.7]], rtol=1e-6)
+    # class 0 from client 0 only (0.9), class 1 from client 1 only (0.8); rows are left to
+    # the algorithm's to_probs (DS-FL renormalises them)
+    assert_allclose(consensus, [[0.9, 0.8]], rtol=1e-6)
+    assert_allclose(aggregation.normalize_rows(consensus), [[0.9 / 1.7, 0.8 / 1.7]], rtol=1e-6)
     assert_allclose(totals, [10.0, 30.0])
 
 
@@ -83,8 +85,31 @@ def test_class_weighted_mean_with_equal_weights_is_the_mean_and_unheld_classes_f
         aggregation.class_weighted_mean(PROBS, np.ones((2, 2)))[0], aggregation.mean(PROBS)
     )
     consensus, _ = aggregation.class_weighted_mean(PROBS, np.array([[1.0, 0.0], [1.0, 0.0]]))
-    # class 1 held by nobody -> plain mean for it, then renormalised
-    expected = np.array([[0.7, 0.3], [0.3, 0.7]])
-    assert_allclose(consensus, expected / expected.sum(1, keepdims=True), rtol=1e-6)
+    # class 1 held by nobody -> plain mean for it
+    assert_allclose(consensus, [[0.7, 0.3], [0.3, 0.7]], rtol=1e-6)
     with pytest.raises(ValueError, match="class_weights"):
         aggregation.class_weighted_mean(PROBS, np.ones((3, 2)))
+
+
+def test_combine_rules_and_era_postprocessing():
+    counts = np.array([[10.0, 0.0], [0.0, 30.0]])
+    examples = np.array([300.0, 100.0])
+    assert_allclose(aggregation.Mean()(PROBS, examples, None).scores, aggregation.mean(PROBS))
+    weighted = aggregation.WeightedMean()(PROBS, examples, None).scores
+    assert_allclose(weighted, aggregation.weighted_mean(PROBS, examples))
+    rule = aggregation.ClassWeighted()
+    assert rule.needs_class_counts and not aggregation.Mean.needs_class_counts
+    combined = rule(PROBS, examples, counts)
+    assert_allclose(combined.class_weight, [10.0, 30.0])
+    with pytest.raises(ValueError, match="class counts"):
+        rule(PROBS, examples, None)
+    q = 1 / (1 + np.exp(-4.0))  # softmax((0.7, 0.3) / 0.1)
+    assert_allclose(aggregation.ERA(0.1)(np.array([[0.7, 0.3]])), [[q, 1 - q]], rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        aggregation.ERA(0.0)
+
+
+def test_normalize_rows_makes_probabilities_and_all_zero_rows_uniform():
+    assert_allclose(
+        aggregation.normalize_rows(np.array([[2.0, 6.0], [0.0, 0.0]])), [[0.25, 0.75], [0.5, 0.5]]
+    )

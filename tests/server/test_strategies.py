@@ -7,12 +7,14 @@ from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDic
 
 from clients.app import app as client_app
 from fedkd import protocol
+from fedkd.algorithms import ALGORITHMS
 from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
+from fedkd.schema import import_object
 from fedkd.training import evaluate, predict_logits
-from server.strategies import DSFL, STRATEGIES, FedAvgBaseline, FedDF, FedMD
-from server.strategies.roster import addressee
+from server.strategies import DSFL, FedAvgBaseline, FedDF, FedMD
+from server.strategies.roster import ClientInfo, addressee
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -20,7 +22,8 @@ from tests.server.grid import InProcessGrid
 def _strategy(cfg, tmp_path):
     splits = load_data(cfg)
     recorder = RunRecorder(tmp_path / "run", cfg)
-    return STRATEGIES[cfg.algorithm.name](cfg, splits, build_global_model(cfg, splits), recorder)
+    strategy_cls = import_object(cfg.algorithm.server, "algorithm")
+    return strategy_cls(cfg, splits, build_global_model(cfg, splits), recorder)
 
 
 def _grid(cfg):
@@ -43,23 +46,54 @@ def _replace_soft_labels(array):
     return tamper
 
 
-def test_registry_uses_one_name_per_algorithm():
-    assert {"fedmd": FedMD, "dsfl": DSFL, "feddf": FedDF, "fedavg": FedAvgBaseline} == STRATEGIES
+def test_each_algorithm_names_its_own_server_and_client_parts():
+    parts = {
+        name: (import_object(cls.server, name), cls.client and import_object(cls.client, name))
+        for name, cls in ALGORITHMS.items()
+        if not cls.in_process
+    }
+    assert parts["fedmd"][0] is FedMD and parts["dsfl"][0] is DSFL and parts["feddf"][0] is FedDF
+    assert parts["fedavg"] == (FedAvgBaseline, None)  # weights: Flower's own train handler
+    assert {c.__name__ for _, c in parts.values() if c} == {
+        "FedMDClient",
+        "DSFLClient",
+        "FedDFClient",
+    }
     assert FedMD.soft_label_kind == "logits" and DSFL.soft_label_kind == "probs"
 
 
-def test_dsfl_aggregate_is_era_and_fedmd_softens_mean_logits(tmp_path):
+def _clients(*counts):
+    return [ClientInfo(i, i, "cnn", sum(c), tuple(c)) for i, c in enumerate(counts)]
+
+
+def test_consensus_pipeline_dsfl_era_and_fedmd_softened_mean_logits(tmp_path):
+    clients = _clients((5, 5), (5, 5))
     stack = np.array([[[2.0, 0.0]], [[0.0, 0.0]]], dtype=np.float32)  # 2 clients, 1 sample
     fedmd = _strategy(digits_config("algorithm=fedmd", "algorithm.temperature=2.0"), tmp_path)
     # mean logits (1, 0) / T=2 -> softmax((0.5, 0))
     p = 1 / (1 + np.exp(-0.5))
-    np.testing.assert_allclose(
-        fedmd.aggregate(stack, np.array([1.0, 1.0])), [[p, 1 - p]], rtol=1e-5
-    )
+    np.testing.assert_allclose(fedmd.consensus(stack, clients)[0], [[p, 1 - p]], rtol=1e-5)
     dsfl = _strategy(digits_config("algorithm=dsfl"), tmp_path / "b")
     probs = np.array([[[0.9, 0.1]], [[0.5, 0.5]]], dtype=np.float32)
     q = 1 / (1 + np.exp(-4.0))  # mean (0.7, 0.3) / 0.1 -> softmax((7, 3))
-    np.testing.assert_allclose(dsfl.aggregate(probs, np.array([1.0, 1.0])), [[q, 1 - q]], rtol=1e-5)
+    np.testing.assert_allclose(dsfl.consensus(probs, clients)[0], [[q, 1 - q]], rtol=1e-5)
+    plain = _strategy(digits_config("algorithm=dsfl", "algorithm.postprocess=null"), tmp_path / "c")
+    np.testing.assert_allclose(plain.consensus(probs, clients)[0], [[0.7, 0.3]], rtol=1e-5)
+
+
+def test_consensus_pipeline_class_weighted_then_the_algorithms_formula(tmp_path):
+    # client 0 holds only class 0, client 1 only class 1: each speaks for its own class
+    clients = _clients((10, 0), (0, 10))
+    probs = np.array([[[0.8, 0.2]], [[0.6, 0.4]]], dtype=np.float32)
+    cfg = digits_config("algorithm.combine=class_weighted", "algorithm.postprocess=null")
+    consensus, class_weight = _strategy(cfg, tmp_path).consensus(probs, clients)
+    np.testing.assert_allclose(consensus, [[0.8 / 1.2, 0.4 / 1.2]], rtol=1e-5)  # renormalised
+    np.testing.assert_allclose(class_weight, [10, 10])
+    logits = np.array([[[2.0, 0.0]], [[0.0, 4.0]]], dtype=np.float32)
+    fedmd = digits_config("algorithm=fedmd", "algorithm.combine=class_weighted")
+    consensus, _ = _strategy(fedmd, tmp_path / "b").consensus(logits, clients)
+    r = 1 / (1 + np.exp((4.0 - 2.0) / 2.0))  # softmax((2, 4) / T=2)
+    np.testing.assert_allclose(consensus, [[r, 1 - r]], rtol=1e-5)
 
 
 def test_a_round_learns_and_counts_bytes(tmp_path):
@@ -291,7 +325,7 @@ def test_class_weighting_uses_the_counts_clients_report(tmp_path):
     cfg = digits_config(
         "partition=dirichlet",
         "partition.alpha=0.3",
-        "algorithm.class_weighting=true",
+        "algorithm.combine=class_weighted",
         "algorithm.consensus_memory=true",
     )
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
