@@ -16,7 +16,7 @@ def run_fedkd(tmp_path: Path, *overrides: str, name: str = "run", cwd: Path | No
     in simulation unless overridden."""
     out = tmp_path / name
     proc = subprocess.run(
-        [sys.executable, "-m", "fedkd", *overrides, f"output_dir={out}"],
+        [sys.executable, "-m", "fedkd", *overrides, f"output_dir={out}", f"hydra.run.dir={out}"],
         capture_output=True,
         text=True,
         timeout=600,
