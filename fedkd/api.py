@@ -16,18 +16,18 @@ from typing import Any
 
 from fedkd.config import compose, with_absolute_paths
 from fedkd.launch import run as launch
-from fedkd.results import SUMMARY_FILE, read_metrics
+from fedkd.results import SUMMARY_FILE, RoundRecord, read_metrics
 
 __all__ = ["RunResult", "run"]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """A finished run: its folder, ``summary.json`` and the per-round records."""
+    """A finished run: its folder, ``summary.json`` (as a dict) and the per-round records."""
 
     output_dir: Path
     summary: dict[str, Any]
-    rounds: list[dict[str, Any]]
+    rounds: list[RoundRecord]
 
 
 def run(overrides: Sequence[str] = (), *, output_dir: str | Path | None = None) -> RunResult:

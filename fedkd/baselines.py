@@ -10,7 +10,7 @@
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from fedkd.experiment import (
     load_data,
     sample_client_ids,
 )
-from fedkd.results import RunRecorder, client_accuracy_stats
+from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
 from fedkd.schema import import_object
 from fedkd.training import (
     TrainConfig,
@@ -37,19 +37,6 @@ from fedkd.training import (
 )
 
 log = logging.getLogger("fedkd.baselines")
-
-NO_COMMUNICATION: Final = {
-    "uplink_bytes": 0,
-    "downlink_bytes": 0,
-    "num_rejected": 0,
-    "num_failed": 0,
-    "num_missing": 0,
-    "rejected": {},
-    "failed": {},
-    "missing": [],
-    "offline": [],
-    "consensus_accuracy": float("nan"),
-}
 
 
 def _fit(cfg: ExperimentConfig, model: torch.nn.Module, data: ArrayDataset, seed: int) -> None:
@@ -112,25 +99,27 @@ def _log(
     client_accs: list[float],
     num_sampled: int,
 ) -> None:
-    metrics = {
-        "round": server_round,
-        "global_accuracy": acc,
-        "global_loss": loss,
-        **client_accuracy_stats(client_accs),
-        "num_sampled": num_sampled,
-        "num_accepted": num_sampled,
-        **NO_COMMUNICATION,
-        "round_seconds": time.monotonic() - start,
-    }
-    recorder.log_round(metrics)
+    stats = client_accuracy_stats(client_accs)
+    record = RoundRecord(
+        server_round,
+        global_accuracy=acc,
+        global_loss=loss,
+        client_accuracy_mean=stats["client_accuracy_mean"],
+        client_accuracy_min=stats["client_accuracy_min"],
+        client_accuracy_max=stats["client_accuracy_max"],
+        num_sampled=num_sampled,
+        num_accepted=num_sampled,
+        round_seconds=time.monotonic() - start,
+    )  # nothing is communicated: no bytes, no replies to reject
+    recorder.log_round(record)
     log.info(
         "[round %d/%d] %s: global acc %.4f | mean client acc %.4f | %.1fs",
         server_round,
         cfg.num_rounds,
         cfg.algorithm.kind,
         acc,
-        metrics["client_accuracy_mean"],
-        metrics["round_seconds"],
+        record.client_accuracy_mean,
+        record.round_seconds,
     )
 
 

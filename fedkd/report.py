@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.results import CONFIG_FILE, SUMMARY_FILE, read_metrics
+from fedkd.results import CONFIG_FILE, SUMMARY_FILE, RoundRecord, read_metrics
 
 MB = 1e6
 TARGET_ACCURACY = 0.80
@@ -38,18 +38,18 @@ class Run:
     algorithm: str
     alpha: float | None
     seed: int
-    rounds: list[dict[str, Any]]
+    rounds: list[RoundRecord]
     summary: dict[str, Any]
 
     @property
     def accuracy(self) -> list[float]:
         """The headline accuracy per round: the global model's (mean client's for local-only)."""
         key = "client_accuracy_mean" if self.algorithm == "local" else "global_accuracy"
-        return [float(r[key]) for r in self.rounds]
+        return [float(getattr(r, key)) for r in self.rounds]
 
     @property
     def uplink_mb_per_client_round(self) -> float:
-        sent = [r["uplink_bytes"] / r["num_accepted"] for r in self.rounds if r["num_accepted"]]
+        sent = [r.uplink_bytes / r.num_accepted for r in self.rounds if r.num_accepted]
         return float(np.mean(sent)) / MB if sent else 0.0
 
 
@@ -59,8 +59,8 @@ def load_run(path: Path) -> Run:
     return Run(
         path=path,
         name=cfg["name"],
-        algorithm=cfg["algorithm"]["name"],
-        alpha=partition["alpha"] if partition["name"] == "dirichlet" else None,
+        algorithm=cfg["algorithm"].get("name") or cfg["algorithm"]["_target_"],
+        alpha=partition["alpha"] if partition.get("name") == "dirichlet" else None,
         seed=cfg["seed"],
         rounds=read_metrics(path),
         summary=json.loads((path / SUMMARY_FILE).read_text()),
@@ -90,7 +90,7 @@ def summarise(runs: Sequence[Run], target: float = TARGET_ACCURACY) -> list[dict
         last10 = _mean_std([max(r.accuracy) - min(r.accuracy[-10:]) for r in members])
         # each round reports only its few sampled clients: average the last rounds' means
         clients = _mean_std(
-            [np.nanmean([x["client_accuracy_mean"] for x in r.rounds[-10:]]) for r in members]
+            [float(np.nanmean([x.client_accuracy_mean for x in r.rounds[-10:]])) for r in members]
         )
         reach = [rounds_to(r.accuracy, target) for r in members]
         reached = [n for n in reach if n is not None]
@@ -152,9 +152,9 @@ def write_rounds_csv(runs: Sequence[Run], path: Path) -> None:
         for run in runs:
             cumulative = 0.0
             for r, acc in zip(run.rounds, run.accuracy, strict=True):
-                cumulative += r["uplink_bytes"] / MB
-                ident = [run.path.name, run.name, run.algorithm, run.alpha, run.seed, r["round"]]
-                writer.writerow([*ident, acc, *(r.get(k) for k in keys), cumulative])
+                cumulative += r.uplink_bytes / MB
+                ident = [run.path.name, run.name, run.algorithm, run.alpha, run.seed, r.round]
+                writer.writerow([*ident, acc, *(getattr(r, k) for k in keys), cumulative])
 
 
 def plot(runs: Sequence[Run], out: Path) -> list[Path]:
@@ -181,7 +181,7 @@ def plot(runs: Sequence[Run], out: Path) -> list[Path]:
                     xs = np.arange(1, length + 1)
                 else:
                     xs = np.mean(
-                        [np.cumsum([q["uplink_bytes"] for q in r.rounds[:length]]) / MB
+                        [np.cumsum([q.uplink_bytes for q in r.rounds[:length]]) / MB
                          for r in group], axis=0,
                     )  # fmt: skip
                     if xs[-1] == 0:

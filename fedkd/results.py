@@ -11,9 +11,9 @@ Layout (the same for simulation and deployment)::
 import json
 import math
 import time
-from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -27,10 +27,148 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "global_model.pt"
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-round metrics of a run folder, in round order."""
+_NAN = float("nan")
+
+
+@dataclass
+class RoundRecord:
+    """One round of a run: what ``metrics.jsonl`` holds, one JSON object per line.
+
+    Written with :meth:`to_json` and read back with :meth:`from_json` (client ids stay ints);
+    the server's distillation loss terms are flattened as ``server_<term>`` keys.
+    """
+
+    round: int
+    global_accuracy: float = _NAN
+    global_loss: float = _NAN
+    consensus_accuracy: float = _NAN  # NaN: no consensus, or no task labels on the public set
+    client_accuracy_mean: float = _NAN
+    client_accuracy_min: float = _NAN
+    client_accuracy_max: float = _NAN
+    num_sampled: int = 0
+    num_accepted: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
+    failed: dict[int, str] = field(default_factory=dict)  # client id -> error Flower reported
+    missing: list[int] = field(default_factory=list)  # sampled, never answered
+    offline: list[int] = field(default_factory=list)  # met before, not connected now
+    public_samples: int = 0
+    uplink_bytes: int = 0
+    downlink_bytes: int = 0
+    round_seconds: float = 0.0
+    clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients' metrics
+    server: dict[str, float] = field(default_factory=dict)  # the server's loss terms
+
+    @property
+    def num_rejected(self) -> int:
+        return len(self.rejected)
+
+    @property
+    def num_failed(self) -> int:
+        return len(self.failed)
+
+    @property
+    def num_missing(self) -> int:
+        return len(self.missing)
+
+    def to_json(self) -> str:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "server"}
+        data.update(
+            num_rejected=self.num_rejected,
+            num_failed=self.num_failed,
+            num_missing=self.num_missing,
+            **{f"{_SERVER}{k}": v for k, v in self.server.items()},
+        )
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "RoundRecord":
+        data = json.loads(line)
+        for derived in ("num_rejected", "num_failed", "num_missing"):
+            data.pop(derived, None)
+        server = {k[len(_SERVER) :]: v for k, v in data.items() if k.startswith(_SERVER)}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in data if k not in known and not k.startswith(_SERVER))
+        if unknown:
+            raise ValueError(f"unknown round record keys {unknown}")
+        record = cls(**{k: v for k, v in data.items() if k in known}, server=server)
+        record.rejected = {int(k): v for k, v in record.rejected.items()}
+        record.failed = {int(k): v for k, v in record.failed.items()}
+        return record
+
+
+_SERVER = "server_"
+
+
+@dataclass
+class RunSummary:
+    """A run's outcome: what ``summary.json`` holds (written on success and on failure)."""
+
+    status: str  # completed | failed | remote
+    rounds: int = 0
+    final_global_accuracy: float | None = None
+    best_global_accuracy: float | None = None
+    best_round: int | None = None
+    uplink_bytes_total: int = 0
+    downlink_bytes_total: int = 0
+    rejected_replies_total: int = 0
+    failed_replies_total: int = 0
+    missing_replies_total: int = 0
+    missing_by_client: dict[str, list[int]] = field(default_factory=dict)  # id -> rounds
+    wall_seconds: float = 0.0
+    clients: list[dict[str, Any]] = field(default_factory=list)  # the roster
+    unusable_nodes: dict[str, str] = field(default_factory=dict)  # node id -> why
+    error: str | None = None
+    output_dir: str | None = None  # only where the run folder is on another machine
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in _ALWAYS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, blob: str) -> "RunSummary":
+        return cls(**json.loads(blob))
+
+    @classmethod
+    def of_rounds(
+        cls, rounds: list[RoundRecord], status: str, wall_seconds: float, **roster: Any
+    ) -> "RunSummary":
+        accs = [r.global_accuracy for r in rounds if not math.isnan(r.global_accuracy)]
+        missing_by_client: dict[str, list[int]] = {}  # client id -> rounds it did not deliver
+        for r in rounds:
+            for cid in sorted({*r.missing, *r.failed, *r.offline}):
+                missing_by_client.setdefault(str(cid), []).append(r.round)
+        best = max(accs) if accs else None
+        return cls(
+            status=status,
+            rounds=len(rounds),
+            final_global_accuracy=accs[-1] if accs else None,
+            best_global_accuracy=best,
+            best_round=next(r.round for r in rounds if r.global_accuracy == best) if accs else None,
+            uplink_bytes_total=sum(r.uplink_bytes for r in rounds),
+            downlink_bytes_total=sum(r.downlink_bytes for r in rounds),
+            rejected_replies_total=sum(r.num_rejected for r in rounds),
+            failed_replies_total=sum(r.num_failed for r in rounds),
+            missing_replies_total=sum(r.num_missing for r in rounds),
+            missing_by_client=missing_by_client,
+            wall_seconds=round(wall_seconds, 3),
+            **roster,
+        )
+
+
+# keys summary.json always carries, even when null (a run without a global model)
+_ALWAYS: Final = ("final_global_accuracy", "best_global_accuracy", "best_round")
+
+
+def read_metrics(run_dir: str | Path) -> list[RoundRecord]:
+    """The per-round records of a run folder, in round order."""
     path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [RoundRecord.from_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    return RunSummary.from_json((Path(run_dir) / SUMMARY_FILE).read_text())
 
 
 def client_accuracy_stats(accuracies: list[float]) -> dict[str, float]:
@@ -51,7 +189,7 @@ class RunRecorder:
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start = time.monotonic()
-        self._rounds: list[dict[str, Any]] = []
+        self._rounds: list[RoundRecord] = []
         (self.dir / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
         (self.dir / METRICS_FILE).write_text("")
 
@@ -59,34 +197,16 @@ class RunRecorder:
     def wall_seconds(self) -> float:
         return time.monotonic() - self._start
 
-    def log_round(self, metrics: Mapping[str, Any]) -> None:
-        self._rounds.append(dict(metrics))
+    def log_round(self, record: RoundRecord) -> None:
+        self._rounds.append(record)
         with (self.dir / METRICS_FILE).open("a") as f:
-            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+            f.write(record.to_json() + "\n")
 
     def save_model(self, model: nn.Module) -> None:
         torch.save(model.state_dict(), self.dir / MODEL_FILE)
 
-    def write_summary(self, status: str = "completed", **extra: Any) -> dict[str, Any]:
-        accs = [r["global_accuracy"] for r in self._rounds if not math.isnan(r["global_accuracy"])]
-        missing_by_client: dict[str, list[int]] = {}  # client id -> rounds it did not deliver
-        for r in self._rounds:
-            for cid in sorted({*r["missing"], *map(int, r["failed"]), *r.get("offline", [])}):
-                missing_by_client.setdefault(str(cid), []).append(r["round"])
-        summary: dict[str, Any] = {
-            "status": status,
-            "rounds": len(self._rounds),
-            "final_global_accuracy": accs[-1] if accs else None,
-            "best_global_accuracy": max(accs) if accs else None,
-            "best_round": self._rounds[accs.index(max(accs))]["round"] if accs else None,
-            "uplink_bytes_total": sum(r["uplink_bytes"] for r in self._rounds),
-            "downlink_bytes_total": sum(r["downlink_bytes"] for r in self._rounds),
-            "rejected_replies_total": sum(r["num_rejected"] for r in self._rounds),
-            "failed_replies_total": sum(r["num_failed"] for r in self._rounds),
-            "missing_replies_total": sum(r["num_missing"] for r in self._rounds),
-            "missing_by_client": missing_by_client,
-            "wall_seconds": round(self.wall_seconds, 3),
-            **extra,
-        }
-        (self.dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-        return summary
+    def write_summary(self, status: str = "completed", **roster: Any) -> dict[str, Any]:
+        """Write ``summary.json`` from the rounds so far; returns it as a dict."""
+        summary = RunSummary.of_rounds(self._rounds, status, self.wall_seconds, **roster)
+        (self.dir / SUMMARY_FILE).write_text(summary.to_json())
+        return summary.to_dict()

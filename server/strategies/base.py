@@ -36,7 +36,7 @@ from fedkd import protocol
 from fedkd.algorithms import Distillation
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
-from fedkd.results import RunRecorder, client_accuracy_stats
+from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
 from fedkd.training import (
     TrainConfig,
     accuracy_of_probs,
@@ -219,26 +219,26 @@ class DistillationStrategy(ABC):
         )
         self.roster.wait_for_nodes(grid)
         for server_round in range(1, cfg.num_rounds + 1):
-            metrics = self.run_round(grid, server_round)
-            self.recorder.log_round(metrics)
+            record = self.run_round(grid, server_round)
+            self.recorder.log_round(record)
             log.info(
                 "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f | "
                 "clients %d ok, %d rejected, %d failed, %d missing | %.1fs",
                 server_round,
                 cfg.num_rounds,
-                metrics["global_accuracy"],
-                metrics["global_loss"],
-                metrics["consensus_accuracy"],
-                metrics["num_accepted"],
-                metrics["num_rejected"],
-                metrics["num_failed"],
-                metrics["num_missing"],
-                metrics["round_seconds"],
+                record.global_accuracy,
+                record.global_loss,
+                record.consensus_accuracy,
+                record.num_accepted,
+                record.num_rejected,
+                record.num_failed,
+                record.num_missing,
+                record.round_seconds,
             )
         self.recorder.save_model(self.served_model)
         return self.recorder.write_summary(**self.roster.summary())
 
-    def run_round(self, grid: Grid, server_round: int) -> dict[str, Any]:
+    def run_round(self, grid: Grid, server_round: int) -> RoundRecord:
         start = time.monotonic()
         online = self.roster.update(grid)
         clients = self.roster.sample(server_round, online)
@@ -248,54 +248,48 @@ class DistillationStrategy(ABC):
         replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
         result = self.collect(replies, messages, clients, public_idx)
 
-        metrics: dict[str, Any] = {"round": server_round}
+        record = RoundRecord(server_round)
         if result.soft_labels:
             stack = np.stack(result.soft_labels)  # (C, n, K)
             consensus, class_weight = self.consensus(stack, result.clients)  # (n, K) probs
             if self.algorithm.consensus_memory:
                 consensus = self.remember(public_idx, consensus, class_weight)
             public_y = self.splits.public.y
-            metrics["consensus_accuracy"] = (
-                float("nan")  # the public source's labels are not the task's (or absent)
-                if public_y is None
-                else accuracy_of_probs(consensus, public_y[public_idx])
-            )
+            if public_y is not None:  # else: the public source's labels are not the task's
+                record.consensus_accuracy = accuracy_of_probs(consensus, public_y[public_idx])
             distill_idx, targets = self.distillation_set(public_idx, consensus)
-            metrics.update(self.distill_global(server_round, distill_idx, targets))
+            record.server = self.distill_global(server_round, distill_idx, targets)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.global_model)
             self.state.consensus_indices = distill_idx
             self.state.consensus_probs = self.client_teacher(distill_idx, targets)
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
-            metrics["consensus_accuracy"] = float("nan")
-        acc, loss = evaluate(self.served_model, self._test_x, self._test_y)
+        record.global_accuracy, record.global_loss = evaluate(
+            self.served_model, self._test_x, self._test_y
+        )
         client_acc = [
             m[protocol.TEST_ACCURACY] for m in result.client_metrics if protocol.TEST_ACCURACY in m
         ]
-        metrics.update(
-            global_accuracy=acc,
-            global_loss=loss,
-            **client_accuracy_stats(client_acc),
-            num_sampled=len(clients),
-            num_accepted=len(result.clients),
-            num_rejected=len(result.rejected),
-            num_failed=len(result.failed),
-            num_missing=len(result.missing),
-            rejected=result.rejected,
-            failed=result.failed,
-            missing=result.missing,
-            offline=self.roster.offline(online),
-            public_samples=len(public_idx),
-            uplink_bytes=result.uplink_bytes,
-            downlink_bytes=downlink,
-            clients=[
-                {"client_id": c.client_id, "architecture": c.architecture, **m}
-                for c, m in zip(result.clients, result.client_metrics, strict=True)
-            ],
+        stats = client_accuracy_stats(client_acc)
+        record.client_accuracy_mean = stats["client_accuracy_mean"]
+        record.client_accuracy_min = stats["client_accuracy_min"]
+        record.client_accuracy_max = stats["client_accuracy_max"]
+        record.num_sampled, record.num_accepted = len(clients), len(result.clients)
+        record.rejected, record.failed, record.missing = (
+            result.rejected,
+            result.failed,
+            result.missing,
         )
-        metrics["round_seconds"] = time.monotonic() - start
-        return metrics
+        record.offline = self.roster.offline(online)
+        record.public_samples = len(public_idx)
+        record.uplink_bytes, record.downlink_bytes = result.uplink_bytes, downlink
+        record.clients = [
+            {"client_id": c.client_id, "architecture": c.architecture, **m}
+            for c, m in zip(result.clients, result.client_metrics, strict=True)
+        ]
+        record.round_seconds = time.monotonic() - start
+        return record
 
     # ------------------------------------------------------------- steps
     def sample_public(self, server_round: int) -> np.ndarray:
@@ -404,7 +398,8 @@ class DistillationStrategy(ABC):
     def distill_global(
         self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray
     ) -> dict[str, float]:
-        """Distil the global model toward the consensus on this round's public subset."""
+        """Distil the global model toward the consensus on this round's public subset; return
+        the loss terms (recorded as ``server_<term>``)."""
         model_cfg = self.cfg.model
         terms = train(
             self.global_model,
@@ -419,4 +414,4 @@ class DistillationStrategy(ABC):
                 augment=model_cfg.augment,
             ),
         )
-        return {f"server_{k}": v for k, v in terms.items()}
+        return terms

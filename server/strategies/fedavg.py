@@ -25,7 +25,7 @@ from torch import nn
 from fedkd import protocol
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
-from fedkd.results import RunRecorder, client_accuracy_stats
+from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
 from fedkd.training import evaluate
 from server.strategies.roster import ClientInfo, Roster, addressee, error_reason
 
@@ -60,7 +60,8 @@ class FedAvgBaseline(FedAvg):
         self._test_y = torch.from_numpy(splits.test.y)
         self._sent: list[Message] = []
         self._clients: list[ClientInfo] = []
-        self._round: dict[str, Any] = {}
+        self._round = RoundRecord(0)
+        self._start = 0.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -74,11 +75,12 @@ class FedAvgBaseline(FedAvg):
             Message(content, dst_node_id=c.node_id, message_type=MessageType.TRAIN)
             for c in self._clients
         ]
-        self._round = {
-            "start": start,
-            "downlink_bytes": arrays.count_bytes() * len(self._sent),
-            "offline": self.roster.offline(online),
-        }
+        self._start = start
+        self._round = RoundRecord(
+            server_round,
+            downlink_bytes=arrays.count_bytes() * len(self._sent),
+            offline=self.roster.offline(online),
+        )
         return self._sent
 
     def aggregate_train(
@@ -104,36 +106,27 @@ class FedAvgBaseline(FedAvg):
                 int | float,
             )
         ]
-        self._round.update(
-            uplink_bytes=sum(
-                rec.count_bytes() for _, r in ok for rec in r.content.array_records.values()
-            ),
-            num_sampled=len(self._clients),
-            num_accepted=len(ok),
-            num_rejected=0,
-            rejected={},
-            num_failed=len(failed),
-            failed=failed,
-            missing=sorted(by_node[n].client_id for n in set(by_node) - answered),
-            **client_accuracy_stats(accs),
+        record = self._round
+        record.uplink_bytes = sum(
+            rec.count_bytes() for _, r in ok for rec in r.content.array_records.values()
         )
-        self._round["num_missing"] = len(self._round["missing"])
+        record.num_sampled, record.num_accepted = len(self._clients), len(ok)
+        record.failed = failed
+        record.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)
+        stats = client_accuracy_stats(accs)
+        record.client_accuracy_mean = stats["client_accuracy_mean"]
+        record.client_accuracy_min = stats["client_accuracy_min"]
+        record.client_accuracy_max = stats["client_accuracy_max"]
         return super().aggregate_train(server_round, [r for _, r in ok])
 
     def _evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         self.global_model.load_state_dict(arrays.to_torch_state_dict())
         acc, loss = evaluate(self.global_model, self._test_x, self._test_y)
         if server_round > 0:
-            start = self._round.pop("start")
-            metrics = {
-                "round": server_round,
-                "global_accuracy": acc,
-                "global_loss": loss,
-                "consensus_accuracy": float("nan"),
-                **self._round,
-                "round_seconds": time.monotonic() - start,
-            }
-            self.recorder.log_round(metrics)
+            record = self._round
+            record.global_accuracy, record.global_loss = acc, loss
+            record.round_seconds = time.monotonic() - self._start
+            self.recorder.log_round(record)
             log.info(
                 "[round %d/%d] global acc %.4f loss %.4f | clients %d ok, %d failed, %d missing "
                 "| %.1fs",
@@ -141,10 +134,10 @@ class FedAvgBaseline(FedAvg):
                 self.cfg.num_rounds,
                 acc,
                 loss,
-                metrics["num_accepted"],
-                metrics["num_failed"],
-                metrics["num_missing"],
-                metrics["round_seconds"],
+                record.num_accepted,
+                record.num_failed,
+                record.num_missing,
+                record.round_seconds,
             )
         return MetricRecord({"accuracy": acc, "loss": loss})
 

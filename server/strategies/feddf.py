@@ -74,4 +74,4 @@ class FedDF(FedMD):
                 if stale >= algo.patience:
                     break
         model.load_state_dict(best_state)
-        return {"server_holdout_kd": best_loss, "server_epochs": float(epochs)}
+        return {"holdout_kd": best_loss, "epochs": float(epochs)}

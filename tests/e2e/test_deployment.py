@@ -14,7 +14,7 @@ import pytest
 
 from fedkd import cluster
 from fedkd.results import read_metrics
-from tests.e2e.conftest import QUICK_CLIENTS, QUICK_DSFL
+from tests.e2e.conftest import QUICK_CLIENTS, QUICK_DSFL, USER_MODEL_OVERRIDES
 
 pytestmark = pytest.mark.deployment
 
@@ -30,8 +30,9 @@ def deploy_command(out: Path, *overrides: str) -> list[str]:
 def run_deploy(state: cluster.ClusterState, out: Path, *overrides: str) -> dict:
     env = {**os.environ, "FLWR_HOME": str(state.flwr_home)}
     proc = subprocess.run(
-        deploy_command(out, *overrides), env=env, capture_output=True, text=True, timeout=600
-    )
+        deploy_command(out, *overrides), env=env, capture_output=True, text=True, timeout=600,
+        cwd=out.parent,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
@@ -77,16 +78,20 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
     sim_summary = json.loads((dsfl_run / "summary.json").read_text())
     assert abs(sim_summary["final_global_accuracy"] - summary["final_global_accuracy"]) <= 0.01
     # one exchange per round (plus one describe at the start): rounds are recorded with times
-    assert all(r["round_seconds"] > 0 for r in read_metrics(tmp_path / "tls"))
+    assert all(r.round_seconds > 0 for r in read_metrics(tmp_path / "tls"))
 
 
-def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(plain_cluster, tmp_path):
+def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(
+    plain_cluster, tmp_path, user_project
+):
+    """Run from a user project whose own model class some clients and the global model use:
+    the class reaches the SuperNodes in the app bundle, as Flower ships an app."""
     state, out = plain_cluster, tmp_path / "faults"
     env = {**os.environ, "FLWR_HOME": str(state.flwr_home)}
     run = subprocess.Popen(
         # short enough that the dead node costs little, long enough for a busy machine
-        deploy_command(out, "num_rounds=5", "round_timeout=45"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        deploy_command(out, "num_rounds=5", "round_timeout=45", *USER_MODEL_OVERRIDES),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=user_project,
     )  # fmt: skip
     try:
         _wait_for_rounds(out, 1, run)
@@ -103,12 +108,17 @@ def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(plain_clust
     assert summary["status"] == "completed" and summary["rounds"] == 5
     # recorded as missing (no answer), failed (the SuperLink: "Node Unavailable"), or offline
     # (the SuperLink already knew it was gone when the round was sampled)
-    lost = [r for r in rounds if 2 in r["missing"] or 2 in r["failed"] or 2 in r["offline"]]
+    lost = [r for r in rounds if 2 in r.missing or 2 in r.failed or 2 in r.offline]
     assert lost, "the dead node was never recorded as missing"
     assert summary["missing_by_client"].get("2")
-    assert all(r["num_accepted"] >= 2 for r in rounds)  # the others carried on
-    assert 2 in {c["client_id"] for c in rounds[-1]["clients"]}, "node 2 did not rejoin"
+    assert all(r.num_accepted >= 2 for r in rounds)  # the others carried on
+    assert 2 in {c["client_id"] for c in rounds[-1].clients}, "node 2 did not rejoin"
     assert summary["final_global_accuracy"] >= 0.80
+    archs = {c["client_id"]: c["architecture"] for c in summary["clients"]}
+    assert archs == {0: "cnn", 1: "usermodels.Perceptron", 2: "cnn"}
+    assert json.loads((out / "config.json").read_text())["model"]["architecture"] == (
+        "usermodels.Perceptron"
+    )
 
 
 def _wait_for_rounds(out: Path, num: int, proc: subprocess.Popen, timeout: float = 300) -> None:

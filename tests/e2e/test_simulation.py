@@ -18,23 +18,23 @@ def test_global_model_learns_with_heterogeneous_clients(dsfl_run: Path):
     assert cfg["clients"]["num_clients"] >= 3 and cfg["num_rounds"] >= 3
     rounds = read_metrics(dsfl_run)
     assert len(rounds) == cfg["num_rounds"]
-    archs = {c["architecture"] for c in rounds[-1]["clients"]}
+    archs = {c["architecture"] for c in rounds[-1].clients}
     assert len(archs) >= 3, archs
     summary = json.loads((dsfl_run / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["final_global_accuracy"] >= 0.80  # chance is 0.10
-    assert summary["final_global_accuracy"] == rounds[-1]["global_accuracy"]
+    assert summary["final_global_accuracy"] == rounds[-1].global_accuracy
     assert (dsfl_run / "global_model.pt").is_file()
 
 
 def test_clients_sent_only_soft_labels_counts_and_metrics(dsfl_run: Path):
     for r in read_metrics(dsfl_run):
         # every reply passed validation: exactly {soft labels} + a metric record, nothing else
-        assert r["num_accepted"] == r["num_sampled"] and r["num_rejected"] == r["num_failed"] == 0
+        assert r.num_accepted == r.num_sampled and r.num_rejected == r.num_failed == 0
         # and the bytes that came up are those soft labels: no room for weights or raw data
-        per_client = r["public_samples"] * 10 * FLOAT16_BYTES
-        assert r["uplink_bytes"] <= r["num_accepted"] * (per_client + ARRAY_HEADER_SLACK)
-        for client in r["clients"]:
+        per_client = r.public_samples * 10 * FLOAT16_BYTES
+        assert r.uplink_bytes <= r.num_accepted * (per_client + ARRAY_HEADER_SLACK)
+        for client in r.clients:
             assert set(client) - {"client_id", "architecture"} <= {
                 "num-examples",
                 "test-accuracy",
@@ -46,8 +46,8 @@ def test_clients_sent_only_soft_labels_counts_and_metrics(dsfl_run: Path):
 
 def test_same_seed_same_metrics(dsfl_run: Path, tmp_path: Path):
     again = run_fedkd(tmp_path, *QUICK_DSFL, name="again")
-    first = [(r["global_accuracy"], r["consensus_accuracy"]) for r in read_metrics(dsfl_run)]
-    second = [(r["global_accuracy"], r["consensus_accuracy"]) for r in read_metrics(again)]
+    first = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(dsfl_run)]
+    second = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(again)]
     assert first == second
 
 
@@ -71,5 +71,5 @@ def test_python_api_gives_the_cli_results(dsfl_run: Path, tmp_path: Path, monkey
     same = ("status", "rounds", "final_global_accuracy", "best_global_accuracy", "best_round",
             "uplink_bytes_total", "downlink_bytes_total", "rejected_replies_total")  # fmt: skip
     assert {k: result.summary[k] for k in same} == {k: cli[k] for k in same}
-    per_round = [(r["global_accuracy"], r["consensus_accuracy"]) for r in read_metrics(dsfl_run)]
-    assert [(r["global_accuracy"], r["consensus_accuracy"]) for r in result.rounds] == per_round
+    per_round = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(dsfl_run)]
+    assert [(r.global_accuracy, r.consensus_accuracy) for r in result.rounds] == per_round

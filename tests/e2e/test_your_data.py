@@ -12,29 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedkd.project import new_project
 from fedkd.results import read_metrics
-from tests.e2e.conftest import QUICK, run_fedkd
+from tests.e2e.conftest import QUICK, USER_MODEL_OVERRIDES, run_fedkd
 
 NUM_PUBLIC = 500
-
-USER_MODELS = '''\
-"""A test-only model module: a user's own class, named by import path in the config."""
-
-from torch import Tensor, nn
-
-
-class Perceptron(nn.Module):
-    def __init__(self, input_shape, num_classes, hidden=48):
-        super().__init__()
-        c, h, w = input_shape
-        self.layers = nn.Sequential(
-            nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
-'''
 
 
 def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
@@ -64,15 +45,6 @@ def user_files(tmp_path_factory) -> dict[str, Path]:
     return {"npz": root / "digits.npz", "folder": root / "private", "public": root / "public.npz"}
 
 
-@pytest.fixture(scope="module")
-def user_project(tmp_path_factory) -> Path:
-    """A project from ``fedkd-new`` with a model module of the user's own."""
-    project = tmp_path_factory.mktemp("project")
-    new_project(project, package="myfl")
-    (project / "usermodels.py").write_text(USER_MODELS)
-    return project
-
-
 def test_npz_file_learns(tmp_path, user_files):
     out = run_fedkd(
         tmp_path,
@@ -88,7 +60,7 @@ def test_npz_file_learns(tmp_path, user_files):
     config = json.loads((out / "config.json").read_text())
     assert config["dataset"]["name"] == "npz" and config["public"] is None
     # the public set is held out of the same labelled source: consensus accuracy is reported
-    assert all(not math.isnan(r["consensus_accuracy"]) for r in read_metrics(out))
+    assert all(not math.isnan(r.consensus_accuracy) for r in read_metrics(out))
 
 
 def test_folder_with_public_set_from_another_source_and_own_model(user_files, user_project):
@@ -102,8 +74,7 @@ def test_folder_with_public_set_from_another_source_and_own_model(user_files, us
         "dataset.num_test=300",
         "public=npz",
         f"public.path={user_files['public']}",
-        "clients.architectures=[cnn,usermodels.Perceptron]",
-        "model.architecture=usermodels.Perceptron",
+        *USER_MODEL_OVERRIDES,
         cwd=user_project,
     )
     summary = json.loads((out / "summary.json").read_text())
@@ -115,6 +86,6 @@ def test_folder_with_public_set_from_another_source_and_own_model(user_files, us
     assert config["model"]["architecture"] == "usermodels.Perceptron"
     assert config["public"]["name"] == "npz" and config["dataset"]["num_public"] == 0
     rounds = read_metrics(out)
-    assert all(r["public_samples"] == NUM_PUBLIC for r in rounds)
+    assert all(r.public_samples == NUM_PUBLIC for r in rounds)
     # an unlabelled public set: no consensus accuracy, rather than a meaningless one
-    assert all(math.isnan(r["consensus_accuracy"]) for r in rounds)
+    assert all(math.isnan(r.consensus_accuracy) for r in rounds)

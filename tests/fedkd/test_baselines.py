@@ -16,9 +16,9 @@ def test_local_only_trains_each_client_alone(tmp_path):
     summary = run(cfg)
     rounds = read_metrics(tmp_path)
     assert summary["status"] == "completed" and len(rounds) == 2
-    assert rounds[-1]["client_accuracy_mean"] > 0.5  # digits: each client alone still learns
+    assert rounds[-1].client_accuracy_mean > 0.5  # digits: each client alone still learns
     assert summary["uplink_bytes_total"] == 0 and summary["final_global_accuracy"] is None
-    assert [r["num_sampled"] for r in rounds] == [2, 2]
+    assert [r.num_sampled for r in rounds] == [2, 2]
 
 
 def test_centralized_is_the_global_model_on_all_private_data(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedkd.report import load_run, report, rounds_to, summarise
-from fedkd.results import RunRecorder
+from fedkd.results import RoundRecord, RunRecorder
 from tests.conftest import digits_config
 
 
@@ -18,10 +18,9 @@ def _run(tmp_path, name, seed, accs, uplink_per_client=1000, clients=4, alpha=0.
     rec = RunRecorder(out, cfg)
     for i, acc in enumerate(accs, 1):
         rec.log_round(
-            {"round": i, "global_accuracy": acc, "global_loss": 1.0, "consensus_accuracy": acc,
-             "client_accuracy_mean": acc - 0.1, "uplink_bytes": uplink_per_client * clients,
-             "downlink_bytes": 0, "num_accepted": clients, "num_rejected": 0, "num_failed": 0,
-             "num_missing": 0, "missing": [], "failed": {}, "round_seconds": 1.0}
+            RoundRecord(i, global_accuracy=acc, global_loss=1.0, consensus_accuracy=acc,
+                        client_accuracy_mean=acc - 0.1, uplink_bytes=uplink_per_client * clients,
+                        num_accepted=clients, round_seconds=1.0)
         )  # fmt: skip
     rec.write_summary()
     return out
@@ -61,3 +60,14 @@ def test_report_writes_table_csv_and_plots(tmp_path):
     with (out / "rounds.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 8  # 4 runs x 2 rounds
     assert len(json.loads((out / "summary.json").read_text())) == 2
+
+
+def test_round_record_round_trips_with_int_client_ids():
+    record = RoundRecord(3, 0.5, 1.0, 0.6, 0.4, 0.3, 0.5, failed={2: "Node Unavailable"},
+                         rejected={7: "NaN"}, missing=[4], server={"kd": 0.25})  # fmt: skip
+    line = record.to_json()
+    assert '"server_kd": 0.25' in line and '"num_failed": 1' in line
+    again = RoundRecord.from_json(line)
+    assert again == record and 2 in again.failed and 7 in again.rejected
+    with pytest.raises(ValueError, match="unknown round record keys"):
+        RoundRecord.from_json('{"round": 1, "accuracy": 0.5}')

@@ -99,13 +99,13 @@ def test_consensus_pipeline_class_weighted_then_the_algorithms_formula(tmp_path)
 def test_a_round_learns_and_counts_bytes(tmp_path):
     cfg = digits_config()
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
-    metrics = strategy.run_round(grid, 1)
-    assert metrics["num_accepted"] == 4 and metrics["num_rejected"] == 0
-    assert metrics["global_accuracy"] > 0.5
-    assert metrics["consensus_accuracy"] > 0.5
-    n, k = metrics["public_samples"], 10
-    assert metrics["uplink_bytes"] >= 4 * n * k * 2  # four float16 (n, K) matrices
-    assert metrics["downlink_bytes"] > 0
+    record = strategy.run_round(grid, 1)
+    assert record.num_accepted == 4 and record.num_rejected == 0
+    assert record.global_accuracy > 0.5
+    assert record.consensus_accuracy > 0.5
+    n, k = record.public_samples, 10
+    assert record.uplink_bytes >= 4 * n * k * 2  # four float16 (n, K) matrices
+    assert record.downlink_bytes > 0
     # round 2 sends the consensus back
     strategy.run_round(grid, 2)
     last = grid.sent[-1].content.array_records[protocol.ROUND_ARRAYS]
@@ -126,11 +126,11 @@ def test_malformed_replies_are_rejected_logged_and_counted(tmp_path, caplog, bad
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     bad_node = sorted(grid.contexts)[2]
     grid.tamper[bad_node] = _replace_soft_labels(bad)
-    metrics = strategy.run_round(grid, 1)
-    assert metrics["num_rejected"] == 1 and metrics["num_accepted"] == 3
-    assert reason in metrics["rejected"][2]
+    record = strategy.run_round(grid, 1)
+    assert record.num_rejected == 1 and record.num_accepted == 3
+    assert reason in record.rejected[2]
     assert "rejected reply of client 2" in caplog.text
-    assert metrics["global_accuracy"] > 0.5  # the round went on with the others
+    assert record.global_accuracy > 0.5  # the round went on with the others
 
 
 def test_replies_carrying_anything_but_soft_labels_are_rejected(tmp_path):
@@ -152,12 +152,12 @@ def test_replies_carrying_anything_but_soft_labels_are_rejected(tmp_path):
     grid.tamper[nodes[0]] = smuggle_weights
     grid.tamper[nodes[1]] = no_count
     grid.tamper[nodes[3]] = lambda msg, reply: Message(Error(code=2, reason="boom"), reply_to=msg)
-    metrics = strategy.run_round(grid, 1)
-    assert set(metrics["rejected"]) == {0, 1}
-    assert "unexpected records" in metrics["rejected"][0]
-    assert protocol.NUM_EXAMPLES in metrics["rejected"][1]
-    assert metrics["failed"] == {3: "boom"}
-    assert metrics["num_accepted"] == 1
+    record = strategy.run_round(grid, 1)
+    assert set(record.rejected) == {0, 1}
+    assert "unexpected records" in record.rejected[0]
+    assert protocol.NUM_EXAMPLES in record.rejected[1]
+    assert record.failed == {3: "boom"}
+    assert record.num_accepted == 1
 
 
 def test_missing_replies_are_recorded_and_all_bad_round_keeps_the_model(tmp_path):
@@ -165,9 +165,9 @@ def test_missing_replies_are_recorded_and_all_bad_round_keeps_the_model(tmp_path
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     for node in grid.contexts:
         grid.tamper[node] = lambda msg, reply: None  # nobody answers
-    metrics = strategy.run_round(grid, 1)
-    assert metrics["missing"] == [0, 1, 2, 3]
-    assert np.isnan(metrics["consensus_accuracy"])
+    record = strategy.run_round(grid, 1)
+    assert record.missing == [0, 1, 2, 3]
+    assert np.isnan(record.consensus_accuracy)
     assert strategy.state.consensus_probs is None
 
 
@@ -209,10 +209,10 @@ def test_start_writes_run_folder(tmp_path):
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     summary = strategy.start(grid)
     rounds = read_metrics(tmp_path / "run")
-    assert [r["round"] for r in rounds] == [1, 2]
+    assert [r.round for r in rounds] == [1, 2]
     assert summary["rounds"] == 2 and summary["status"] == "completed"
-    assert summary["final_global_accuracy"] == rounds[-1]["global_accuracy"]
-    assert summary["uplink_bytes_total"] == sum(r["uplink_bytes"] for r in rounds)
+    assert summary["final_global_accuracy"] == rounds[-1].global_accuracy
+    assert summary["uplink_bytes_total"] == sum(r.uplink_bytes for r in rounds)
     assert (tmp_path / "run" / "global_model.pt").is_file()
     assert (tmp_path / "run" / "config.json").is_file()
 
@@ -228,17 +228,17 @@ def test_superlink_error_for_a_vanished_node_is_attributed_to_that_client(tmp_pa
         return error
 
     grid.tamper[sorted(grid.contexts)[1]] = node_unavailable
-    metrics = strategy.run_round(grid, 1)
-    assert metrics["failed"] == {1: "Node Unavailable"}
-    assert metrics["missing"] == [] and metrics["num_accepted"] == 3
+    record = strategy.run_round(grid, 1)
+    assert record.failed == {1: "Node Unavailable"}
+    assert record.missing == [] and record.num_accepted == 3
 
 
 def test_feddf_early_stops_on_holdout_and_refreshes_clients_from_the_global_model(tmp_path):
     cfg = digits_config("algorithm=feddf", "model.distill_epochs=30")
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
-    metrics = strategy.run_round(grid, 1)
-    assert metrics["global_accuracy"] > 0.5
-    assert 1 <= metrics["server_epochs"] < 30  # stopped early on the held-out public samples
+    record = strategy.run_round(grid, 1)
+    assert record.global_accuracy > 0.5
+    assert 1 <= record.server["epochs"] < 30  # stopped early on the held-out public samples
     # what goes back to the clients is the global model's prediction, not the raw ensemble
     idx = strategy.state.consensus_indices
     logits = predict_logits(strategy.global_model, strategy._public_x[idx])
@@ -272,13 +272,13 @@ def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     summary = strategy.start(grid)
     rounds = read_metrics(tmp_path / "run")
-    assert [r["round"] for r in rounds] == [1, 2] and summary["status"] == "completed"
-    assert rounds[-1]["global_accuracy"] > 0.5
+    assert [r.round for r in rounds] == [1, 2] and summary["status"] == "completed"
+    assert rounds[-1].global_accuracy > 0.5
     # every client trained the global architecture and sent all of its weights back
     assert {c["architecture"] for c in summary["clients"]} == {"cnn"}
     model_bytes = ArrayRecord(strategy.global_model.state_dict()).count_bytes()
-    assert rounds[0]["uplink_bytes"] == rounds[0]["num_accepted"] * model_bytes
-    assert rounds[0]["downlink_bytes"] == rounds[0]["num_sampled"] * model_bytes
+    assert rounds[0].uplink_bytes == rounds[0].num_accepted * model_bytes
+    assert rounds[0].downlink_bytes == rounds[0].num_sampled * model_bytes
     types = {m.metadata.message_type for m in grid.sent}
     assert types == {protocol.DESCRIBE, "train"}
 
@@ -303,9 +303,9 @@ def test_a_node_that_left_is_recorded_offline_and_in_the_summary(tmp_path):
     strategy.run_round(grid, 1)
     gone = sorted(grid.contexts)[3]
     del grid.contexts[gone]  # client 3 disconnects cleanly: the SuperLink stops listing it
-    metrics = strategy.run_round(grid, 2)
-    assert metrics["offline"] == [3] and metrics["num_accepted"] == 3
-    strategy.recorder.log_round(metrics)
+    record = strategy.run_round(grid, 2)
+    assert record.offline == [3] and record.num_accepted == 3
+    strategy.recorder.log_round(record)
     assert strategy.recorder.write_summary()["missing_by_client"] == {"3": [2]}
 
 
@@ -329,11 +329,11 @@ def test_class_weighting_uses_the_counts_clients_report(tmp_path):
         "algorithm.consensus_memory=true",
     )
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
-    metrics = strategy.run_round(grid, 1)
+    record = strategy.run_round(grid, 1)
     counts = [c.class_counts for c in strategy.roster.clients.values()]
     assert all(c is not None and len(c) == 10 for c in counts)
     assert sum(sum(c) for c in counts) == len(strategy.splits.private)  # the partitions' labels
-    assert metrics["num_accepted"] == 4 and metrics["global_accuracy"] > 0.3
+    assert record.num_accepted == 4 and record.global_accuracy > 0.3
 
 
 def test_class_counts_are_only_sent_when_asked(tmp_path):
@@ -357,7 +357,7 @@ def test_ema_serves_the_moving_average_of_the_distilled_model(tmp_path):
         torch.testing.assert_close(avg, 0.5 * old + 0.5 * new)
     # the average is what was evaluated and what the clients learn from next round
     acc, _ = evaluate(strategy.served_model, strategy._test_x, strategy._test_y)
-    assert second["global_accuracy"] == acc
+    assert second.global_accuracy == acc
     idx = strategy.state.consensus_indices
     logits = predict_logits(strategy.served_model, strategy._public_x[idx])
     np.testing.assert_allclose(
