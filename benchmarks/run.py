@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedkd.config import ExperimentConfig, compose, to_json
-from fedkd.data import FMNIST_MEAN, FMNIST_STD
 from fedkd.launch import run
 from fedkd.logs import configure_logging
 from fedkd.report import report
@@ -34,67 +33,10 @@ from fedkd.results import CONFIG_FILE, SUMMARY_FILE
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("fedkd.benchmark")
 
-COMMON = [
-    "dataset=fmnist",
-    # the statistics every published row was measured with (now computed from the public set
-    # unless given)
-    f"normalize.mean=[{FMNIST_MEAN}]",
-    f"normalize.std=[{FMNIST_STD}]",
-    "partition=dirichlet",
-    "clients.num_clients=20",
-    "clients.fraction=0.2",
-    "clients.min_clients=2",
-    "clients.num_eval_samples=2000",
-    "public_per_round=2000",
-    "model=cnn",
-    "model.distill_epochs=3",
-]
 
-PRIVATE_ONLY = ["clients.revisit_epochs=2"]  # fedavg, local-only: 2 private epochs per round
-JOINT = ["clients.kd_schedule=joint", "clients.revisit_epochs=1"]
-SEQUENTIAL = [
-    "clients.kd_schedule=sequential",
-    "clients.digest_epochs=1",
-    "clients.revisit_epochs=2",
-]
-# The best method's steps on top of DS-FL (each an ablation row): a running consensus per public
-# sample, clients taught by the distilled global model, clients weighted per class.
-BEST = [
-    "algorithm=dsfl",
-    "algorithm.consensus_memory=true",
-    "algorithm.client_teacher=global",
-    "algorithm.combine=class_weighted",
-]
-DECAY = ["algorithm.memory_decay=0.8"]  # older rounds fade from the running consensus
-
-# method name -> overrides. One name per row of the table.
-METHODS: dict[str, list[str]] = {
-    "fedavg": ["algorithm=fedavg", "clients=homogeneous", *PRIVATE_ONLY],
-    "local": ["algorithm=local", *PRIVATE_ONLY],
-    "centralized": ["algorithm=centralized", "clients.revisit_epochs=1"],
-    "fedmd": ["algorithm=fedmd", *JOINT],
-    "dsfl": ["algorithm=dsfl", *JOINT],
-    "feddf": ["algorithm=feddf", "model.distill_epochs=10", *JOINT],
-    "dsfl+memory+global-teacher+class-weights": [*BEST, *JOINT],
-    "dsfl+memory+global-teacher+class-weights+decay": [*BEST, *DECAY, *JOINT],
-    "dsfl+memory+global-teacher+class-weights+decay+ema": [
-        *BEST,
-        *DECAY,
-        "model.ema_decay=0.7",
-        *JOINT,
-    ],
-    "dsfl+memory+global-teacher+class-weights+sequential": [*BEST, *SEQUENTIAL],
-    "dsfl+memory+global-teacher+class-weights+augment": [
-        *BEST,
-        *JOINT,
-        "model.augment_shift=2",
-        "model.augment_flip=true",
-        "clients.augment_shift=2",
-        "clients.augment_flip=true",
-    ],
-}
-
-
+# Each method is an experiment file, conf/experiment/fmnist_<method>.yaml (the common setting is
+# conf/experiment/fmnist_benchmark.yaml): every number in the tables is one `fedkd experiment=...`
+# away. The matrix adds only alpha, seed, the number of rounds and the run folder.
 @dataclass(frozen=True)
 class Matrix:
     methods: tuple[str, ...]
@@ -113,9 +55,9 @@ MATRICES = {
             "fedmd",
             "dsfl",
             "feddf",
-            "dsfl+memory+global-teacher+class-weights",
-            "dsfl+memory+global-teacher+class-weights+decay",
-            "dsfl+memory+global-teacher+class-weights+sequential",
+            "dsfl_plus",
+            "dsfl_plus_nodecay",
+            "dsfl_plus_nodecay_sequential",
         ),
         (0.1, 0.5),
         (0, 1),
@@ -130,9 +72,9 @@ MATRICES = {
             "fedmd",
             "dsfl",
             "feddf",
-            "dsfl+memory+global-teacher+class-weights+decay",
-            "dsfl+memory+global-teacher+class-weights+decay+ema",
-            "dsfl+memory+global-teacher+class-weights+augment",
+            "dsfl_plus",
+            "dsfl_plus_ema",
+            "dsfl_plus_nodecay_augment",
         ),
         (0.1, 0.5),
         (0,),
@@ -145,12 +87,10 @@ MATRICES = {
 def overrides_for(method: str, alpha: float, seed: int, matrix: Matrix, out: Path) -> list[str]:
     rounds = matrix.centralized_epochs if method == "centralized" else matrix.rounds
     return [
-        *COMMON,
-        *METHODS[method],
+        f"experiment=fmnist_{method}",
         f"partition.alpha={alpha}",
         f"seed={seed}",
         f"num_rounds={rounds}",
-        f"name={method}",
         f"output_dir={out}",
     ]
 
@@ -177,7 +117,7 @@ def main() -> None:
     matrix = MATRICES[args.matrix]
     root = RESULTS / args.matrix
     (root / "runs").mkdir(parents=True, exist_ok=True)
-    description = {"common": COMMON, "methods": {m: METHODS[m] for m in matrix.methods}}
+    description = {"experiments": {m: f"conf/experiment/fmnist_{m}.yaml" for m in matrix.methods}}
     (root / "matrix.json").write_text(json.dumps({**description, **vars(matrix)}, indent=2))
     unknown = set(args.only or ()) - set(matrix.methods)
     if unknown:

@@ -245,7 +245,7 @@ class ClientsConfig(_Augmented):
     digest_epochs: int = 1  # distillation toward the consensus per round
     # sequential: digest, then revisit. joint: revisit_epochs over the private data mixed with
     # as many teacher-labelled public samples, in one pass (digest_epochs unused).
-    kd_schedule: str = "sequential"
+    kd_schedule: str = "joint"
     augment_shift: int = 0  # random translation (pixels) of private images in training
     augment_flip: bool = False  # random horizontal mirror of private images in training
     num_eval_samples: int = 2_000  # first samples of the test set each client reports on; 0: off

@@ -77,7 +77,9 @@ def test_kd_round_replies_only_soft_labels_and_metrics(algorithm, kind):
 
 
 def test_student_persists_in_context_state_and_digests_consensus():
-    cfg = digits_config("clients.revisit_epochs=0", "clients.digest_epochs=20")
+    cfg = digits_config(
+        "clients.kd_schedule=sequential", "clients.revisit_epochs=0", "clients.digest_epochs=20"
+    )
     ctx = _context(cfg, partition_id=2)
     public_idx = np.arange(100)
     first = app(_round_message(1, public_idx), ctx)

@@ -248,7 +248,7 @@ def test_feddf_early_stops_on_holdout_and_refreshes_clients_from_the_global_mode
 
 
 def test_consensus_memory_averages_over_rounds(tmp_path):
-    cfg = digits_config("algorithm.consensus_memory=true")
+    cfg = digits_config("algorithm=dsfl", "algorithm.consensus_memory=true")
     strategy = _strategy(cfg, tmp_path)
     idx = np.array([0, 1])
     first = strategy.remember(idx, np.array([[1.0, 0.0], [0.0, 1.0]]))
@@ -284,8 +284,8 @@ def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
 
 
 def test_distill_on_memory_uses_every_remembered_sample(tmp_path):
-    cfg = digits_config("algorithm.consensus_memory=true", "algorithm.distill_on_memory=true",
-                        "public_per_round=100")  # fmt: skip
+    cfg = digits_config("algorithm=dsfl", "algorithm.consensus_memory=true",
+                        "algorithm.distill_on_memory=true", "public_per_round=100")  # fmt: skip
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     strategy.run_round(grid, 1)
     strategy.run_round(grid, 2)
@@ -337,7 +337,7 @@ def test_class_weighting_uses_the_counts_clients_report(tmp_path):
 
 
 def test_class_counts_are_only_sent_when_asked(tmp_path):
-    cfg = digits_config()
+    cfg = digits_config("algorithm=dsfl")  # the default, dsfl_plus, weighs clients per class
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     strategy.roster.update(grid)
     assert all(c.class_counts is None for c in strategy.roster.clients.values())
