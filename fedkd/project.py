@@ -107,7 +107,6 @@ clients:
   architectures: [cnn, {package}.nets.TinyNet]
   batch_size: 32
   revisit_epochs: 5
-  digest_epochs: 2
 model:
   architecture:
     _target_: {package}.nets.TinyNet

@@ -16,7 +16,7 @@ from fedkd import cluster
 from fedkd.results import read_metrics
 from tests.e2e.conftest import QUICK_CLIENTS, QUICK_DSFL, USER_MODEL_OVERRIDES
 
-pytestmark = pytest.mark.deployment
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
 NUM_NODES = QUICK_CLIENTS
 DEPLOY = QUICK_DSFL

@@ -6,8 +6,12 @@ Real Flower, real data (scikit-learn digits), heterogeneous students, several ro
 import json
 from pathlib import Path
 
+import pytest
+
 from fedkd.results import read_metrics
 from tests.e2e.conftest import QUICK_DSFL, run_fedkd
+
+pytestmark = pytest.mark.slow  # real Flower runs, each about 20 s on 2 cores
 
 FLOAT16_BYTES = 2
 ARRAY_HEADER_SLACK = 512  # np.save header of one array

@@ -15,6 +15,8 @@ import pytest
 from fedkd.results import read_metrics
 from tests.e2e.conftest import QUICK, USER_MODEL_OVERRIDES, run_fedkd
 
+pytestmark = pytest.mark.slow  # real Flower runs, each about 20 s on 2 cores
+
 NUM_PUBLIC = 500
 
 

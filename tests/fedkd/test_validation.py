@@ -8,11 +8,17 @@ def _probs(n=4, k=3):
     return np.full((n, k), 1.0 / k, dtype=np.float16)
 
 
-def test_accepts_valid_probs_and_logits():
-    check_soft_labels(_probs(), 4, 3, "probs")
-    check_soft_labels(
-        np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), 4, 3, "logits"
-    )
+def test_accepts_valid_probs_and_logits_and_only_as_what_they_are():
+    probs = _probs()  # float16 rows of 1/3: they sum to 1 only within float16 rounding
+    check_soft_labels(probs, 4, 3, "probs")
+    off = probs.astype(np.float32)
+    off[0, 0] += 0.05  # one row now sums to 1.05: no longer a probability row
+    with pytest.raises(InvalidReply, match="sum to 1"):
+        check_soft_labels(off, 4, 3, "probs")
+    logits = (np.random.default_rng(0).normal(size=(4, 3)) * 5).astype(np.float32)
+    check_soft_labels(logits, 4, 3, "logits")
+    with pytest.raises(InvalidReply):  # the same numbers are not probabilities
+        check_soft_labels(logits, 4, 3, "probs")
 
 
 @pytest.mark.parametrize(
