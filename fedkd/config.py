@@ -473,7 +473,7 @@ def from_dictconfig(cfg: Any) -> ExperimentConfig:
     """Resolve a Hydra ``DictConfig`` (dropping the ``hydra`` node) and validate it."""
     from omegaconf import OmegaConf
 
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(data, dict)
     data.pop("hydra", None)
     return from_dict({str(k): v for k, v in data.items()})
