@@ -71,9 +71,13 @@ def _split_node(cls: Any, node: Any, key: str) -> Any:
 
 
 class _SplitNode:
-    """Mixin: a data node serialises as its source's keys plus its own."""
+    """Mixin: a data node is its source's keys plus its own, read and written as one mapping."""
 
     source: Component
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> Any:
+        return _split_node(cls, node, key)
 
     def to_node(self) -> dict[str, Any]:
         own = {
@@ -106,11 +110,6 @@ class DatasetConfig(_SplitNode):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"dataset.{key}", f"must be >= 1, got {value}")
 
-    @classmethod
-    def from_node(cls, node: Any, key: str) -> "DatasetConfig":
-        built: DatasetConfig = _split_node(cls, node, key)
-        return built
-
 
 @dataclasses.dataclass(frozen=True)
 class PublicConfig(_SplitNode):
@@ -125,11 +124,6 @@ class PublicConfig(_SplitNode):
         _require(
             self.num_samples is None or self.num_samples >= 1, "public.num_samples", "must be >= 1"
         )
-
-    @classmethod
-    def from_node(cls, node: Any, key: str) -> "PublicConfig":
-        built: PublicConfig = _split_node(cls, node, key)
-        return built
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +141,6 @@ class TestConfig(_SplitNode):
         _require(
             self.num_samples is None or self.num_samples >= 1, "test.num_samples", "must be >= 1"
         )
-
-    @classmethod
-    def from_node(cls, node: Any, key: str) -> "TestConfig":
-        built: TestConfig = _split_node(cls, node, key)
-        return built
 
 
 @dataclasses.dataclass(frozen=True)
