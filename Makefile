@@ -26,7 +26,7 @@ data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt 
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist, or set FEDKD_DATA_DIR"; fi
 
-run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL)
+run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL+)
 	$(BIN)/fedkd $(ARGS)
 
 test: setup  ## run the test suite (includes real Flower simulations; deployment tests too)
