@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ExperimentConfig, to_json
+from fedkd.config import ConfigError, ExperimentConfig, to_json
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY
 from fedkd.results import SUMMARY_FILE
@@ -181,6 +181,25 @@ def federation_config(cfg: ExperimentConfig) -> str:
     )
 
 
+def check_before_start(cfg: ExperimentConfig) -> None:
+    """Load the data and build every model here, so bad input fails before Flower starts.
+
+    In deployment the data may live only where the ServerApp runs (the SuperLink's machine):
+    data that is absent here is then left for the server to load, with a warning; data that is
+    here but malformed still fails.
+    """
+    from fedkd.experiment import forget_data, preflight
+
+    try:
+        preflight(cfg, private=cfg.mode == "simulation")
+    except ConfigError as err:
+        if cfg.mode != "deploy" or not isinstance(err.__cause__, FileNotFoundError):
+            raise
+        log.warning("cannot check the data here (%s); the ServerApp will load it", err)
+    finally:
+        forget_data()  # the launcher need not hold the data while Flower runs
+
+
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run ``cfg`` (simulation or deployment) and return its summary."""
     if not cfg.output_dir:
@@ -191,10 +210,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         from fedkd.baselines import run_baseline
 
         return run_baseline(cfg)
-    from fedkd.experiment import forget_data, preflight
-
-    preflight(cfg, private=cfg.mode == "simulation")  # bad data or models fail here, not in Flower
-    forget_data()
+    check_before_start(cfg)
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         run_config = write_run_config(cfg, workdir / "run_config.toml")

@@ -96,3 +96,17 @@ def test_a_public_set_of_another_shape_is_resized_or_refused(tmp_path):
     assert splits.public.x.shape == (40, 1, 8, 8) and splits.public.y is None
     with pytest.raises(ConfigError, match=r"\(1, 28, 28\).*\(1, 8, 8\)"):
         preflight(compose([*base, "public.resize=false"]))
+
+
+def test_deployment_leaves_data_absent_here_to_the_server(tmp_path, caplog):
+    from fedkd.launch import check_before_start
+
+    missing = ["experiment=digits_quick", "dataset=npz", f"dataset.path={tmp_path}/no.npz"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_before_start(compose(missing))  # simulation: the data must be here
+    check_before_start(compose([*missing, "mode=deploy"]))  # deployment: the server's business
+    assert "cannot check the data here" in caplog.text
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not an archive")
+    with pytest.raises(ConfigError, match=r"not a readable \.npz"):  # present but malformed
+        check_before_start(compose([*missing[:2], f"dataset.path={broken}", "mode=deploy"]))
