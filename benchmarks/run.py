@@ -20,12 +20,13 @@ end from the matrix's finished, current runs.
 import argparse
 import json
 import logging
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedkd.config import ExperimentConfig, compose, to_json
-from fedkd.launch import run
+from fedkd.launch import RunInterrupted, run
 from fedkd.logs import configure_logging
 from fedkd.report import report
 from fedkd.results import CONFIG_FILE, SUMMARY_FILE
@@ -147,4 +148,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RunInterrupted as stop:  # SIGINT / SIGTERM: the current run says "interrupted"
+        log.warning("%s: the matrix stops here; re-run to resume", stop)
+        sys.exit(128 + stop.signum)

@@ -132,6 +132,9 @@ def run_baseline(cfg: ExperimentConfig) -> dict[str, Any]:
         runner = import_object(cfg.algorithm.server, "algorithm")
         summary: dict[str, Any] = runner(cfg, recorder)
         return summary
+    except KeyboardInterrupt:  # SIGINT / SIGTERM (fedkd.launch.RunInterrupted)
+        recorder.write_summary(status="interrupted")
+        raise
     except BaseException as err:
         recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
         raise

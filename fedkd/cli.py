@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.config import ExperimentConfig, hydra_main, with_absolute_paths
-from fedkd.launch import run
+from fedkd.launch import RunInterrupted, run
 
 log = logging.getLogger("fedkd")
 
@@ -44,7 +44,11 @@ def main() -> Any:
     # importable from where the command runs, as with `python -m fedkd`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    return hydra_main(_task)()
+    try:
+        return hydra_main(_task)()
+    except RunInterrupted as stop:  # SIGINT / SIGTERM: the run folder says "interrupted"
+        log.warning("%s", stop)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from typing import Any
 from fedkd.config import ConfigError, ExperimentConfig, to_json
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY
-from fedkd.results import SUMMARY_FILE
+from fedkd.results import METRICS_FILE, SUMMARY_FILE, RunSummary, read_metrics
 
 log = logging.getLogger("fedkd.launch")
 
@@ -47,6 +48,35 @@ def flower_env(**extra: str) -> dict[str, str]:
 
 class LaunchError(RuntimeError):
     """The run could not be started, or ended without a summary."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run (a ``KeyboardInterrupt``: ``except Exception`` lets it
+    through, so a benchmark matrix stops instead of moving to its next run)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within this block SIGINT and SIGTERM raise :class:`RunInterrupted`, so every ``finally``
+    runs: ``flwr run`` is killed and the private SuperLink's process group (its simulation
+    process and Ray) is stopped. Signal handlers live in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def app_dir(workdir: Path) -> Path:
@@ -80,18 +110,56 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Stop ``proc`` and everything in its process group: SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) from Linux's /proc; empty elsewhere."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+            table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (Flower's SuperExec starts its own process group, and
+    the simulation's Ray processes live in that one)."""
+    table = _process_table()
+    tree, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, (ppid, _, _) in table.items() if ppid == parent]
+        tree += children
+        todo += children
+    return tree
+
+
+def still_running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still running (zombies count as gone)."""
+    table = _process_table()
+    return [p for p in pids if p in table and table[p][2] != "Z"]
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
+    """Stop ``proc`` and every process below it, in all their process groups: SIGTERM, then
+    SIGKILL what is left after ``timeout`` seconds."""
+    tree = process_tree(proc.pid) if proc.poll() is None else []
+    table = _process_table()
+    groups = {table[p][1] for p in tree if p in table} - {os.getpgrp()}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        for pid in still_running(tree):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while still_running(tree) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+        if not still_running(tree):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[Any], timeout: float, log_file: Path) -> None:
@@ -209,24 +277,45 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.algorithm.in_process:
         from fedkd.baselines import run_baseline
 
-        return run_baseline(cfg)
+        with interruptible():
+            return run_baseline(cfg)
     check_before_start(cfg)
+    start = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
-        run_config = write_run_config(cfg, workdir / "run_config.toml")
-        app = app_dir(workdir)
-        if cfg.mode == "simulation":
-            with simulation_superlink(workdir) as env:
-                code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
-        else:
-            env = flower_env()
-            code = flwr_run(app, cfg.connection, run_config, env)
-        if code != 0:
-            log.warning("flwr run exited with code %d", code)
-        elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():
-            # The ServerApp ran on a remote SuperLink: its run folder is on that machine.
-            log.info("the run folder is on the SuperLink's machine, at %s", out)
-            return {"status": "remote", "output_dir": str(out)}
-        return read_summary(cfg)
+        with interruptible():
+            return _run_flower(cfg, out, workdir)
+    except RunInterrupted:
+        summary = write_interrupted_summary(out, time.monotonic() - start)
+        log.warning("run stopped after %d finished rounds -> %s", summary.rounds, out)
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_interrupted_summary(out: Path, wall_seconds: float) -> RunSummary:
+    """``summary.json`` of a stopped run: ``status: interrupted`` and the rounds it finished
+    (the ServerApp, stopped with its process, could not write it)."""
+    rounds = read_metrics(out) if (out / METRICS_FILE).is_file() else []
+    summary = RunSummary.of_rounds(rounds, "interrupted", wall_seconds)
+    (out / SUMMARY_FILE).write_text(summary.to_json())
+    return summary
+
+
+def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path) -> dict[str, Any]:
+    """The run through Flower's own CLI; returns its summary."""
+    run_config = write_run_config(cfg, workdir / "run_config.toml")
+    app = app_dir(workdir)
+    if cfg.mode == "simulation":
+        with simulation_superlink(workdir) as env:
+            code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
+    else:
+        env = flower_env()
+        code = flwr_run(app, cfg.connection, run_config, env)
+    if code != 0:
+        log.warning("flwr run exited with code %d", code)
+    elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():
+        # The ServerApp ran on a remote SuperLink: its run folder is on that machine.
+        log.info("the run folder is on the SuperLink's machine, at %s", out)
+        return {"status": "remote", "output_dir": str(out)}
+    return read_summary(cfg)
