@@ -177,10 +177,49 @@ class ClassWeighted:
         return Combined(scores, totals)
 
 
+@dataclass(frozen=True)
+class Median:
+    """Coordinate-wise median over clients: one liar per coordinate cannot move it beyond the
+    honest values (breakdown point 1/2). Probabilities: the algorithm's ``to_probs``
+    renormalises the rows."""
+
+    needs_class_counts: ClassVar[bool] = False
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined:
+        return Combined(np.median(_check_stack(stack), axis=0).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class TrimmedMean:
+    """Coordinate-wise trimmed mean: per (sample, class), the ``floor(fraction * C)`` lowest and
+    as many highest client values are dropped and the rest averaged (Yin et al. 2018,
+    arXiv:1803.01498). ``fraction`` 0 is the mean; just under 0.5 approaches the median."""
+
+    needs_class_counts: ClassVar[bool] = False
+
+    fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction < 0.5:
+            raise ValueError(f"fraction must be in [0, 0.5), got {self.fraction}")
+
+    def __call__(
+        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+    ) -> Combined:
+        arr = np.sort(_check_stack(stack), axis=0)
+        cut = int(np.floor(self.fraction * arr.shape[0]))
+        kept = arr[cut : arr.shape[0] - cut]
+        return Combined(kept.mean(axis=0).astype(np.float32))
+
+
 COMBINE_RULES: Final[dict[str, type[CombineRule]]] = {
     "mean": Mean,
     "weighted_mean": WeightedMean,
     "class_weighted": ClassWeighted,
+    "median": Median,
+    "trimmed_mean": TrimmedMean,
 }
 
 

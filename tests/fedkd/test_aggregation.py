@@ -113,3 +113,36 @@ def test_normalize_rows_makes_probabilities_and_all_zero_rows_uniform():
     assert_allclose(
         aggregation.normalize_rows(np.array([[2.0, 6.0], [0.0, 0.0]])), [[0.25, 0.75], [0.5, 0.5]]
     )
+
+
+# Three honest clients and one liar, one sample, two classes (probabilities).
+HONEST_AND_LIAR = np.array([[[0.9, 0.1]], [[0.8, 0.2]], [[0.7, 0.3]], [[0.0, 1.0]]])
+
+
+def test_median_is_the_coordinatewise_median_and_ignores_one_liar():
+    out = aggregation.Median()(HONEST_AND_LIAR, np.ones(4), None).scores
+    assert_allclose(
+        out, [[0.75, 0.25]], rtol=1e-6
+    )  # medians of (0, .7, .8, .9) and (.1, .2, .3, 1)
+    assert out[0].argmax() == 0  # the mean (0.6, 0.4) would still say 0, but with 2 liars:
+    two = np.concatenate([HONEST_AND_LIAR, HONEST_AND_LIAR[3:]])
+    assert aggregation.Median()(two, np.ones(5), None).scores[0].argmax() == 0
+    assert aggregation.Mean()(two, np.ones(5), None).scores[0].argmax() == 1
+
+
+def test_trimmed_mean_drops_the_extremes_per_coordinate():
+    rule = aggregation.TrimmedMean(fraction=0.25)  # 4 clients: drop 1 low and 1 high
+    assert_allclose(rule(HONEST_AND_LIAR, np.ones(4), None).scores, [[0.75, 0.25]], rtol=1e-6)
+    none = aggregation.TrimmedMean(fraction=0.0)(HONEST_AND_LIAR, np.ones(4), None).scores
+    assert_allclose(none, aggregation.mean(HONEST_AND_LIAR), rtol=1e-6)
+    with pytest.raises(ValueError, match="fraction"):
+        aggregation.TrimmedMean(fraction=0.5)
+
+
+def test_robust_rules_are_config_options():
+    from tests.conftest import digits_config
+
+    cfg = digits_config("algorithm=dsfl", "algorithm.combine=median")
+    assert isinstance(cfg.algorithm.combine_rule, aggregation.Median)
+    cfg = digits_config("algorithm=fedmd", "algorithm.combine={name: trimmed_mean, fraction: 0.1}")
+    assert cfg.algorithm.combine_rule == aggregation.TrimmedMean(fraction=0.1)

@@ -363,3 +363,11 @@ def test_ema_serves_the_moving_average_of_the_distilled_model(tmp_path):
     np.testing.assert_allclose(
         strategy.state.consensus_probs, torch.softmax(logits, dim=1).numpy(), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_a_round_learns_with_a_robust_combine_rule(tmp_path, rule):
+    cfg = digits_config("algorithm=dsfl", f"algorithm.combine={rule}")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    record = strategy.run_round(grid, 1)
+    assert record.num_accepted == 4 and record.global_accuracy > 0.5
