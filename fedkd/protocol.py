@@ -57,6 +57,11 @@ TEST_LOSS: Final = "test-loss"
 TRAIN_LOSS: Final = "train-loss"
 DIGEST_LOSS: Final = "digest-loss"
 
+# The only metrics a round reply may carry (scalars): the server rejects anything else.
+REPLY_METRIC_KEYS: Final = frozenset(
+    {NUM_EXAMPLES, TEST_ACCURACY, TEST_LOSS, TRAIN_LOSS, DIGEST_LOSS}
+)
+
 # The only record names a client reply may carry: the server rejects anything else.
 ALLOWED_REPLY_RECORDS: Final = frozenset({REPLY_ARRAYS, REPLY_METRICS})
 ALLOWED_REPLY_ARRAYS: Final = frozenset({SOFT_LABELS})

@@ -52,7 +52,8 @@ class RoundRecord:
     missing: list[int] = field(default_factory=list)  # sampled, never answered
     offline: list[int] = field(default_factory=list)  # met before, not connected now
     public_samples: int = 0
-    uplink_bytes: int = 0
+    uplink_bytes: int = 0  # every record of the accepted replies
+    rejected_bytes: int = 0  # every record of the rejected replies
     downlink_bytes: int = 0
     round_seconds: float = 0.0
     clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients' metrics
@@ -109,6 +110,7 @@ class RunSummary:
     best_global_accuracy: float | None = None
     best_round: int | None = None
     uplink_bytes_total: int = 0
+    rejected_bytes_total: int = 0
     downlink_bytes_total: int = 0
     rejected_replies_total: int = 0
     failed_replies_total: int = 0
@@ -147,6 +149,7 @@ class RunSummary:
             best_global_accuracy=best,
             best_round=next(r.round for r in rounds if r.global_accuracy == best) if accs else None,
             uplink_bytes_total=sum(r.uplink_bytes for r in rounds),
+            rejected_bytes_total=sum(r.rejected_bytes for r in rounds),
             downlink_bytes_total=sum(r.downlink_bytes for r in rounds),
             rejected_replies_total=sum(r.num_rejected for r in rounds),
             failed_replies_total=sum(r.num_failed for r in rounds),

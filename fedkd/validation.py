@@ -2,12 +2,36 @@
 
 import numpy as np
 
+from fedkd.protocol import NUM_EXAMPLES, TEST_ACCURACY
+
 ACCEPTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 PROBS_SUM_TOLERANCE = 1e-2  # float16 rows of 10 probabilities sum to 1 within ~5e-3
 
 
 class InvalidReply(ValueError):
     """A client reply that must not be aggregated; the message says why."""
+
+
+def check_metrics(metrics: dict[str, object], allowed: frozenset[str]) -> dict[str, float]:
+    """A reply's metrics as floats; :class:`InvalidReply` unless every key is declared, every
+    value a finite scalar, the example count a positive int and accuracies within [0, 1]."""
+    undeclared = sorted(set(metrics) - allowed)
+    if undeclared:
+        raise InvalidReply(f"undeclared metrics {undeclared[:5]}: only {sorted(allowed)}")
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidReply(f"metric '{key}' must be a scalar, got {type(value).__name__}")
+        if not np.isfinite(value):
+            raise InvalidReply(f"metric '{key}' is not finite")
+        out[key] = float(value)
+    num_examples = metrics.get(NUM_EXAMPLES)
+    if not isinstance(num_examples, int) or num_examples < 1:
+        raise InvalidReply(f"'{NUM_EXAMPLES}' must be a positive int, got {num_examples!r}")
+    accuracy = out.get(TEST_ACCURACY, 0.0)
+    if not 0 <= accuracy <= 1:
+        raise InvalidReply(f"'{TEST_ACCURACY}' {accuracy} is not in [0, 1]")
+    return out
 
 
 def check_soft_labels(

@@ -46,8 +46,8 @@ from fedkd.training import (
     predict_logits,
     train,
 )
-from fedkd.validation import InvalidReply, check_soft_labels
-from server.strategies.roster import ClientInfo, Roster, addressee, error_reason
+from fedkd.validation import InvalidReply, check_metrics, check_soft_labels
+from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, reply_bytes
 
 log = logging.getLogger("fedkd.server")
 
@@ -72,7 +72,8 @@ class RoundReplies:
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
     failed: dict[int, str] = field(default_factory=dict)  # client id -> error reported by Flower
     missing: list[int] = field(default_factory=list)  # client ids that never answered
-    uplink_bytes: int = 0
+    uplink_bytes: int = 0  # every record of the accepted replies
+    rejected_bytes: int = 0  # every record of the rejected replies
 
 
 def _remembered(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -284,6 +285,7 @@ class DistillationStrategy(ABC):
         record.offline = self.roster.offline(online)
         record.public_samples = len(public_idx)
         record.uplink_bytes, record.downlink_bytes = result.uplink_bytes, downlink
+        record.rejected_bytes = result.rejected_bytes
         record.clients = [
             {"client_id": c.client_id, "architecture": c.architecture, **m}
             for c, m in zip(result.clients, result.client_metrics, strict=True)
@@ -346,17 +348,17 @@ class DistillationStrategy(ABC):
                 out.failed[cid] = reason
                 log.warning("client %d failed: %s", cid, reason)
                 continue
-            out.uplink_bytes += sum(
-                rec.count_bytes() for rec in reply.content.array_records.values()
-            )
+            size = reply_bytes(reply)
             try:
                 if info is None:
                     raise InvalidReply(f"reply from node {node_id}, which was not sampled")
-                soft, metrics = self._parse_reply(reply.content, len(public_idx))
+                soft, metrics = self._parse_reply(reply.content, len(public_idx), info)
             except InvalidReply as err:
                 out.rejected[cid] = str(err)
+                out.rejected_bytes += size
                 log.warning("rejected reply of client %d: %s", cid, err)
                 continue
+            out.uplink_bytes += size
             accepted.append((info, soft, metrics))
         out.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)
         for cid in out.missing:
@@ -367,8 +369,11 @@ class DistillationStrategy(ABC):
             out.client_metrics.append(metrics)
         return out
 
+    #: The metrics a round reply may carry (an algorithm whose client reports more extends it).
+    reply_metric_keys: ClassVar[frozenset[str]] = protocol.REPLY_METRIC_KEYS
+
     def _parse_reply(
-        self, content: RecordDict, num_samples: int
+        self, content: RecordDict, num_samples: int, info: ClientInfo
     ) -> tuple[np.ndarray, dict[str, float]]:
         extra = set(content.keys()) - protocol.ALLOWED_REPLY_RECORDS
         if extra:
@@ -382,18 +387,20 @@ class DistillationStrategy(ABC):
             )
         if protocol.REPLY_METRICS not in content.metric_records:
             raise InvalidReply(f"no '{protocol.REPLY_METRICS}' metric record")
-        metrics = dict(content.metric_records[protocol.REPLY_METRICS])
-        num_examples = metrics.get(protocol.NUM_EXAMPLES)
-        if not isinstance(num_examples, int) or num_examples < 1:
+        metrics = check_metrics(
+            dict(content.metric_records[protocol.REPLY_METRICS]), self.reply_metric_keys
+        )
+        if metrics[protocol.NUM_EXAMPLES] != info.num_examples:
             raise InvalidReply(
-                f"'{protocol.NUM_EXAMPLES}' must be a positive int, got {num_examples!r}"
+                f"'{protocol.NUM_EXAMPLES}' {metrics[protocol.NUM_EXAMPLES]:.0f} differs from the "
+                f"{info.num_examples} the client described"
             )
         try:
             soft = arrays[protocol.SOFT_LABELS].numpy()
         except Exception as err:  # a corrupt payload must not end the round
             raise InvalidReply(f"undecodable soft labels: {err}") from err
         check_soft_labels(soft, num_samples, self.splits.num_classes, self.soft_label_kind)
-        return soft, {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        return soft, metrics
 
     def distill_global(
         self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray

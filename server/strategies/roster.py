@@ -46,6 +46,16 @@ def addressee(reply: Message, messages: Sequence[Message]) -> int:
     return reply.metadata.src_node_id
 
 
+def reply_bytes(reply: Message) -> int:
+    """Bytes of every record a reply carries (arrays, metrics, configs): what crossed the wire."""
+    content = reply.content
+    return (
+        sum(r.count_bytes() for r in content.array_records.values())
+        + sum(r.count_bytes() for r in content.metric_records.values())
+        + sum(r.count_bytes() for r in content.config_records.values())
+    )
+
+
 def error_reason(reply: Message) -> str:
     """The last line of the error a client's handler raised (Flower sends the traceback)."""
     lines = str(reply.error.reason).strip().splitlines() or ["unknown error"]
@@ -69,6 +79,8 @@ def parse_describe(reply: Message, node_id: int) -> ClientInfo:
         isinstance(counts, list) and all(isinstance(c, int) and c >= 0 for c in counts)
     ):
         raise InvalidReply(f"bad class counts {counts!r}")
+    if counts is not None and sum(counts) != num_examples:  # type: ignore[arg-type]
+        raise InvalidReply(f"class counts sum to {sum(counts)}, not the {num_examples} examples")
     class_counts = None if counts is None else tuple(int(c) for c in counts)
     return ClientInfo(node_id, client_id, str(architecture), num_examples, class_counts)
 

@@ -76,7 +76,7 @@ def test_client_sampling_fraction_and_minimum():
         ("clients.architectures=[cnn,transformer]", "clients.architectures[1]"),
         ("model.architecture=vgg", "model.architecture"),
         ("public_per_round=20000", "public_per_round"),
-        ("algorithm.combine=median", "algorithm.combine"),
+        ("algorithm.combine=mode", "algorithm.combine"),
         ("algorithm.postprocess.temperature=0", "algorithm.postprocess.temperature"),
         ("num_rounds=abc", "num_rounds"),
         ("+partition.alpah=0.1", "partition.alpah"),

@@ -13,6 +13,7 @@ from fedkd.experiment import build_global_model, load_data
 from fedkd.results import RunRecorder, read_metrics
 from fedkd.schema import import_object
 from fedkd.training import evaluate, predict_logits
+from fedkd.validation import InvalidReply
 from server.strategies import DSFL, FedAvgBaseline, FedDF, FedMD
 from server.strategies.roster import ClientInfo, addressee
 from tests.conftest import digits_config
@@ -371,3 +372,47 @@ def test_a_round_learns_with_a_robust_combine_rule(tmp_path, rule):
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     record = strategy.run_round(grid, 1)
     assert record.num_accepted == 4 and record.global_accuracy > 0.5
+
+
+def _with_metrics(**changes):
+    def tamper(msg, reply):
+        metrics = dict(reply.content.metric_records[protocol.REPLY_METRICS])
+        metrics.update(changes)
+        reply.content[protocol.REPLY_METRICS] = MetricRecord(metrics)
+        return reply
+
+    return tamper
+
+
+def test_numbers_a_client_reports_are_untrusted(tmp_path):
+    """Smuggled metrics, an inflated example count, an impossible accuracy: rejected, and their
+    bytes counted apart from the accepted upload."""
+    cfg = digits_config("algorithm=dsfl")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    clean = strategy.run_round(grid, 1)
+    nodes = sorted(grid.contexts)
+    grid.tamper[nodes[0]] = _with_metrics(payload=[0.5] * 50_000)
+    grid.tamper[nodes[1]] = _with_metrics(**{protocol.NUM_EXAMPLES: 10**9})
+    grid.tamper[nodes[2]] = _with_metrics(**{protocol.TEST_ACCURACY: 7.0})
+    record = strategy.run_round(grid, 2)
+    assert set(record.rejected) == {0, 1, 2} and record.num_accepted == 1
+    assert "undeclared metrics ['payload']" in record.rejected[0]
+    assert "differs from the" in record.rejected[1]
+    assert "not in [0, 1]" in record.rejected[2]
+    assert record.rejected_bytes > 50_000 * 8  # the smuggled floats are counted ...
+    assert record.uplink_bytes < clean.uplink_bytes / 3  # ... but not as accepted upload
+
+
+def test_class_counts_must_add_up_to_the_example_count(tmp_path):
+    from server.strategies.roster import parse_describe
+
+    cfg = digits_config()  # dsfl_plus: clients report class counts
+    grid = _grid(cfg)
+    node = sorted(grid.contexts)[0]
+    describe = Message(RecordDict(), dst_node_id=node, message_type=protocol.DESCRIBE)
+    (reply,) = grid.send_and_receive([describe])
+    info = parse_describe(reply, node)
+    assert info.class_counts is not None and sum(info.class_counts) == info.num_examples
+    reply.content.metric_records[protocol.REPLY_METRICS][protocol.CLASS_COUNTS] = [10**6] * 10
+    with pytest.raises(InvalidReply, match="class counts sum to"):
+        parse_describe(reply, node)
