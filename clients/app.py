@@ -15,6 +15,7 @@ from torch import nn
 from clients import fedavg
 from clients.base import KDClient, RoundTask
 from fedkd import protocol
+from fedkd.attacks import attackers, lie
 from fedkd.config import ExperimentConfig, from_run_config
 from fedkd.data import ArrayDataset, DatasetSplits
 from fedkd.data.node import load_node_private
@@ -26,6 +27,7 @@ from fedkd.experiment import (
 )
 from fedkd.models import count_parameters
 from fedkd.schema import import_object
+from fedkd.training import derive_seed
 
 MODEL_STATE = "student"  # context.state key of the student's weights (stays on the node)
 # Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
@@ -157,6 +159,20 @@ def kd_round(msg: Message, context: Context) -> Message:
     )
     soft, metrics = client.run_round(task)
     context.state[MODEL_STATE] = ArrayRecord(client.model.state_dict())
+    attack = node.cfg.attack
+    if attack is not None and node.client_id in attackers(
+        node.cfg.clients.num_clients, attack.fraction, attack.clients, node.cfg.seed
+    ):  # an adversary (tests, the robustness benchmark): it learned honestly, now it lies
+        rng = np.random.default_rng(derive_seed(node.cfg.seed, server_round, node.client_id, 3))
+        soft = lie(
+            attack.behaviour.instantiate(),
+            soft,
+            client.soft_label_kind,
+            task.public_indices,
+            task.consensus_indices,
+            task.consensus_probs,
+            rng,
+        )
     content = RecordDict(
         {
             protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),

@@ -168,6 +168,39 @@ class NormalizeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Adversarial clients (``attack=wrong_class attack.fraction=0.3``): a behaviour from
+    :mod:`fedkd.attacks` (its own keys) and which clients run it -- a seeded ``fraction`` of
+    them, or the explicit ``clients`` ids."""
+
+    behaviour: Component
+    fraction: float | None = None
+    clients: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.fraction is None) != (self.clients is None),
+            "attack.fraction",
+            "or attack.clients chooses the attackers: set exactly one of them",
+        )
+        if self.fraction is not None:
+            _require(0 <= self.fraction <= 1, "attack.fraction", "must be in [0, 1]")
+
+    @classmethod
+    def from_node(cls, node: Any, key: str) -> "AttackConfig":
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {node!r}")
+        own = {"fraction", "clients"}
+        behaviour = component({k: v for k, v in node.items() if k not in own}, "attack", key)
+        return build(
+            cls, {k: v for k, v in node.items() if k in own}, key + ".", behaviour=behaviour
+        )
+
+    def to_node(self) -> dict[str, Any]:
+        return {**self.behaviour.node(), "fraction": self.fraction, "clients": self.clients}
+
+
+@dataclasses.dataclass(frozen=True)
 class PartitionConfig:
     """How the private pool is split across clients: a partitioner and only its own keys.
 
@@ -324,6 +357,7 @@ class ExperimentConfig:
     normalize: NormalizeConfig = dataclasses.field(default_factory=NormalizeConfig)
     partition: PartitionConfig = dataclasses.field(default_factory=PartitionConfig)
     algorithm: Algorithm = dataclasses.field(default_factory=_default_algorithm)
+    attack: AttackConfig | None = None  # adversarial clients (tests, the robustness benchmark)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     simulation: SimulationConfig = dataclasses.field(default_factory=SimulationConfig)
@@ -351,6 +385,9 @@ class ExperimentConfig:
                 "dataset.num_public",
                 f"must be 0 when `public` has its own source, got {self.dataset.num_public}",
             )
+        if self.attack is not None and self.attack.clients is not None:
+            outside = [c for c in self.attack.clients if not 0 <= c < self.clients.num_clients]
+            _require(not outside, "attack.clients", f"{outside} are not client ids")
         if self.test is not None:
             _require(
                 self.dataset.num_test is None,
@@ -368,6 +405,11 @@ class ExperimentConfig:
         _require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         _one_of(self.mode, MODES, "mode")
         if not isinstance(self.algorithm, Distillation):
+            _require(
+                self.attack is None,
+                "attack",
+                f"lies about soft labels; algorithm={self.algorithm.kind} shares none",
+            )
             for key, active in (
                 ("model.ema_decay", self.model.ema_decay > 0),
                 ("model.augment_shift", self.model.augment_shift > 0),

@@ -62,6 +62,7 @@ FAMILIES: Final[dict[str, Family]] = {
     "combine": Family("fedkd.aggregation:COMBINE_RULES"),
     "postprocess": Family("fedkd.aggregation:POSTPROCESSORS"),
     "algorithm": Family("fedkd.algorithms:ALGORITHMS", as_string=False),
+    "attack": Family("fedkd.attacks:ATTACKS", as_string=False),
 }
 
 

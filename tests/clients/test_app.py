@@ -127,3 +127,30 @@ def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
     assert (after.argmax(1) == 3).mean() > 0.5 > 0.3 > (before.argmax(1) == 3).mean()
     assert metrics[protocol.TEST_ACCURACY] > 0.3
     assert protocol.DIGEST_LOSS not in metrics  # one pass: no separate digest
+
+
+def test_an_attacking_client_learns_honestly_and_lies_only_in_what_it_sends():
+    honest_cfg = digits_config("algorithm=dsfl")
+    liar_cfg = digits_config("algorithm=dsfl", "attack=wrong_class", "attack.clients=[2]")
+    public_idx = np.arange(100)
+    replies, states = [], []
+    runs = ((honest_cfg, 2), (liar_cfg, 2), (honest_cfg, 1), (liar_cfg, 1))
+    for cfg, partition in runs:
+        ctx = _context(cfg, partition_id=partition)
+        replies.append(app(_round_message(1, public_idx), ctx))
+        states.append(ctx.state.array_records[MODEL_STATE].to_torch_state_dict())
+
+    def soft(reply):
+        return reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+
+    def metrics(reply):
+        return dict(reply.content.metric_records[protocol.REPLY_METRICS])
+
+    honest, liar, honest_1, bystander = replies
+    assert metrics(honest) == metrics(liar)  # same learning, same reported numbers
+    for key, value in states[0].items():
+        np.testing.assert_array_equal(value.numpy(), states[1][key].numpy())  # same student
+    assert (soft(liar).argmax(1) != soft(honest).argmax(1)).all()  # every sample is a lie
+    assert (soft(liar).max(1) == 1).all()  # ... a confident one
+    # client 1 is not an attacker: it sends exactly what it sends in an honest run
+    np.testing.assert_array_equal(soft(bystander), soft(honest_1))

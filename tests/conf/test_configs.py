@@ -24,6 +24,7 @@ def test_all_groups_present():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_file_composes_and_validates(group, option):
     extra = [f"{group}.path=/data/mine"] if option in NEEDS_PATH else []
+    extra += [f"{group}.fraction=0.25"] if group == "attack" else []
     cfg = compose([f"{group}={option}", *extra])
     if group == "algorithm":
         assert cfg.algorithm.name == option  # one name per algorithm everywhere
