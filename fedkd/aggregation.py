@@ -5,7 +5,7 @@ num_classes)`` and returns ``(num_samples, num_classes)``. Inputs may be float16
 wire); all arithmetic is done in float64 and the result is float32.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
 import numpy as np
@@ -125,11 +125,17 @@ class Combined:
 
 
 class CombineRule(Protocol):
-    """``(stack (C, n, K), num_examples (C,), class_counts (C, K) | None) -> Combined``."""
+    """``(stack (C, n, K), num_examples (C,), class_counts (C, K) | None) -> Combined``.
+
+    A rule that sets ``uses_history = True`` is also passed ``client_ids`` (C,) and is kept for
+    the whole run, so it can remember what each client sent in earlier rounds.
+    """
 
     #: True: clients must report per-class example counts (once, when they describe
     #: themselves); ``class_counts`` is then never None.
     needs_class_counts: ClassVar[bool]
+    #: True: also passed ``client_ids`` (and kept for the run, to remember earlier rounds).
+    uses_history: ClassVar[bool]
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -141,6 +147,7 @@ class Mean:
     """Every client counts the same."""
 
     needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -153,6 +160,7 @@ class WeightedMean:
     """Clients weighted by their number of private examples."""
 
     needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -167,6 +175,7 @@ class ClassWeighted:
     saw."""
 
     needs_class_counts: ClassVar[bool] = True
+    uses_history: ClassVar[bool] = False
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -184,6 +193,7 @@ class Median:
     renormalises the rows."""
 
     needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -198,6 +208,7 @@ class TrimmedMean:
     arXiv:1803.01498). ``fraction`` 0 is the mean; just under 0.5 approaches the median."""
 
     needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     fraction: float = 0.2
 
@@ -214,12 +225,66 @@ class TrimmedMean:
         return Combined(kept.mean(axis=0).astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Reputation:
+    """History-based weights: a client that keeps disagreeing with the crowd loses its say.
+
+    Each round every client's distance to the coordinate-wise median of all replies is measured
+    (mean total variation over the samples, ``0.5 * |p_c - median|_1``; for probabilities) and
+    folded into its record, ``record = decay * record + (1 - decay) * distance``; the merge is
+    the mean weighted by ``exp(-sharpness * (record - min record))``. A liar far from the median
+    round after round is out-weighed even when it sends what the median would let through in
+    one round; a client that disagreed once recovers. Its memory lives in this object, which
+    the server keeps for the whole run.
+    """
+
+    needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = True
+
+    decay: float = 0.7  # weight of the past in a client's record
+    sharpness: float = 10.0  # how fast the weight falls with the record
+
+    _records: dict[int, float] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+        if self.sharpness < 0:
+            raise ValueError(f"sharpness must be >= 0, got {self.sharpness}")
+
+    def __call__(
+        self,
+        stack: FloatArray,
+        num_examples: FloatArray,
+        class_counts: FloatArray | None,
+        client_ids: list[int] | None = None,
+    ) -> Combined:
+        arr = _check_stack(stack)
+        ids = list(range(arr.shape[0])) if client_ids is None else list(client_ids)
+        distance = 0.5 * np.abs(arr - np.median(arr, axis=0)).sum(axis=2).mean(axis=1)  # (C,)
+        for cid, d in zip(ids, distance, strict=True):
+            old = self._records.get(cid)
+            self._records[cid] = (
+                float(d) if old is None else self.decay * old + (1 - self.decay) * d
+            )
+        record = np.array([self._records[c] for c in ids])
+        weights = np.exp(-self.sharpness * (record - record.min()))
+        return Combined(weighted_mean(arr, weights))
+
+    def weights(self, client_ids: list[int]) -> NDArray[np.float64]:
+        """The weights the clients would get now (for logs and tests), normalised."""
+        record = np.array([self._records[c] for c in client_ids])
+        weights = np.exp(-self.sharpness * (record - record.min()))
+        return weights / weights.sum()
+
+
 COMBINE_RULES: Final[dict[str, type[CombineRule]]] = {
     "mean": Mean,
     "weighted_mean": WeightedMean,
     "class_weighted": ClassWeighted,
     "median": Median,
     "trimmed_mean": TrimmedMean,
+    "reputation": Reputation,
 }
 
 

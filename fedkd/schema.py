@@ -170,7 +170,7 @@ def component(value: Any, family: str, key: str) -> Component:
     target = f"{cls.__module__}.{cls.__qualname__}"
     if dataclasses.is_dataclass(cls):
         instance = build(cls, node, key + ".")  # type: ignore[arg-type]
-        args = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+        args = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance) if f.init}
     else:
         _check_signature(cls, node, key, fam)
         args = node
@@ -269,7 +269,7 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "", **fixed: Any)
     already built. Unknown keys and out-of-range values raise :class:`ConfigError` naming the
     dotted key (a class's own ``ValueError("alpha must be > 0")`` becomes
     ``"<prefix>alpha must be > 0"``)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(

@@ -43,6 +43,7 @@ class EntropyWeightedMean:
     """
 
     needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     sharpness: float = 1.0
 

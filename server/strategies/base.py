@@ -116,6 +116,8 @@ class DistillationStrategy(ABC):
             raise TypeError(f"{cfg.algorithm.kind} is not a distillation algorithm")
         self.cfg = cfg
         self.algorithm: Distillation = cfg.algorithm
+        # kept for the whole run: a history-based rule remembers the clients' earlier replies
+        self.combine_rule = self.algorithm.combine_rule
         self.splits = splits
         self.global_model = global_model
         self.recorder = recorder
@@ -149,14 +151,15 @@ class DistillationStrategy(ABC):
         """The consensus pipeline: ``algorithm.combine`` merges the clients' soft labels
         (C, n, K) -> ``to_probs`` -> ``algorithm.postprocess``. Returns the probabilities
         (n, K) and, for per-class rules, the weight each class got (K,)."""
-        rule = self.algorithm.combine_rule
+        rule = self.combine_rule
         num_examples = np.array([c.num_examples for c in clients], dtype=np.float64)
         counts = (
             np.array([c.class_counts for c in clients], dtype=np.float64)
             if rule.needs_class_counts
             else None
         )
-        combined = rule(soft_labels, num_examples, counts)
+        history = {"client_ids": [c.client_id for c in clients]}
+        combined = rule(soft_labels, num_examples, counts, **history if rule.uses_history else {})
         probs = self.to_probs(combined.scores)
         post = self.algorithm.postprocessor
         if post is not None:

@@ -1,4 +1,4 @@
-"""Lying clients in a real Flower simulation: the mean follows them, the median out-votes them."""
+"""Lying clients in a real Flower simulation: the mean follows them, robust rules out-vote them."""
 
 import json
 
@@ -14,13 +14,14 @@ ATTACKED = ["experiment=digits_quick", "algorithm=dsfl", "clients.num_clients=5"
             "attack=wrong_class", "attack.fraction=0.4"]  # fmt: skip
 
 
-def test_the_median_outvotes_attackers_that_break_the_mean(tmp_path):
+def test_robust_rules_outvote_attackers_that_break_the_mean(tmp_path):
     assert len(attackers(5, 0.4, None, seed=0)) == 2
     results = {}
-    for rule in ("mean", "median"):
+    for rule in ("mean", "median", "reputation"):
         out = run_fedkd(tmp_path, *ATTACKED, f"algorithm.combine={rule}", name=rule)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["rejected_replies_total"] == 0
         results[rule] = summary["final_global_accuracy"]
     assert results["median"] >= 0.80  # the clean runs' threshold (chance is 0.10)
+    assert results["reputation"] >= 0.80
     assert results["mean"] < 0.50  # well-formed lies pass validation: the mean is lost

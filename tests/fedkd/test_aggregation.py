@@ -146,3 +146,24 @@ def test_robust_rules_are_config_options():
     assert isinstance(cfg.algorithm.combine_rule, aggregation.Median)
     cfg = digits_config("algorithm=fedmd", "algorithm.combine={name: trimmed_mean, fraction: 0.1}")
     assert cfg.algorithm.combine_rule == aggregation.TrimmedMean(fraction=0.1)
+
+
+def test_reputation_outweighs_a_persistent_liar_and_forgives_a_one_off():
+    rule = aggregation.Reputation(decay=0.5, sharpness=10.0)
+    ids = [10, 11, 12, 13]
+    honest = np.array([[0.8, 0.2]] * 3)[:, None, :]  # (3, 1, 2)
+    liar = np.array([[[0.0, 1.0]]])
+    stack = np.concatenate([honest, liar])
+    first = rule(stack, np.ones(4), None, client_ids=ids).scores
+    weights = rule.weights(ids)
+    assert weights[3] < 1e-3 and abs(weights[:3].sum() - 1) < 1e-3  # TV 0.8 from the median
+    assert_allclose(first, [[0.8, 0.2]], atol=1e-3)
+    # a one-off disagreement of an honest client (13 now behaves) fades round by round
+    for _ in range(6):
+        rule(np.concatenate([honest, honest[:1]]), np.ones(4), None, client_ids=ids)
+    assert rule.weights(ids)[3] > 0.2
+    # an unseen client starts from its first distance
+    rule(stack[:3], np.ones(3), None, client_ids=[10, 11, 20])
+    assert set(rule._records) == {10, 11, 12, 13, 20}
+    with pytest.raises(ValueError, match="decay"):
+        aggregation.Reputation(decay=1.0)

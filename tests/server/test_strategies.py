@@ -416,3 +416,12 @@ def test_class_counts_must_add_up_to_the_example_count(tmp_path):
     reply.content.metric_records[protocol.REPLY_METRICS][protocol.CLASS_COUNTS] = [10**6] * 10
     with pytest.raises(InvalidReply, match="class counts sum to"):
         parse_describe(reply, node)
+
+
+def test_a_history_based_rule_is_kept_for_the_run_and_sees_client_ids(tmp_path):
+    cfg = digits_config("algorithm=dsfl", "algorithm.combine=reputation")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    rule = strategy.combine_rule
+    strategy.run_round(grid, 1)
+    strategy.run_round(grid, 2)
+    assert strategy.combine_rule is rule and set(rule._records) == {0, 1, 2, 3}  # by client id
