@@ -5,6 +5,7 @@ simulation and deployment alike), never in module globals.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,12 +109,26 @@ def _server_round(msg: Message) -> int:
     return server_round
 
 
-def _class_counts(node: Node) -> dict[str, list[int]]:
-    """Per-class example counts, sent only when the combine rule weighs clients per class."""
-    if not node.cfg.algorithm.needs_class_counts:
-        return {}
-    counts = np.bincount(node.private.y, minlength=node.splits.num_classes)
-    return {protocol.CLASS_COUNTS: [int(c) for c in counts]}
+def _attacking(node: Node) -> bool:
+    """Whether this client is one of the configured adversaries (tests, benchmarks)."""
+    attack = node.cfg.attack
+    return attack is not None and node.client_id in attackers(
+        node.cfg.clients.num_clients, attack.fraction, attack.clients, node.cfg.seed
+    )
+
+
+def _counts(node: Node) -> dict[str, Any]:
+    """The example count, and per-class counts when the combine rule weighs clients per class:
+    the true ones, or, for an adversary with ``attack.count_factor``, inflated ones."""
+    factor = node.cfg.attack.count_factor if node.cfg.attack and _attacking(node) else 1.0
+    counts = [
+        round(factor * int(c))
+        for c in np.bincount(node.private.y, minlength=node.splits.num_classes)
+    ]
+    out: dict[str, Any] = {protocol.NUM_EXAMPLES: sum(counts)}
+    if node.cfg.algorithm.needs_class_counts:
+        out[protocol.CLASS_COUNTS] = counts
+    return out
 
 
 @app.query("describe")
@@ -125,9 +140,8 @@ def describe(msg: Message, context: Context) -> Message:
             protocol.REPLY_METRICS: MetricRecord(
                 {
                     protocol.CLIENT_ID: node.client_id,
-                    protocol.NUM_EXAMPLES: len(node.private),
                     protocol.NUM_PARAMETERS: count_parameters(node.model),
-                    **_class_counts(node),
+                    **_counts(node),
                 }
             ),
             protocol.DESCRIBE_CONFIG: ConfigRecord(
@@ -160,9 +174,7 @@ def kd_round(msg: Message, context: Context) -> Message:
     soft, metrics = client.run_round(task)
     context.state[MODEL_STATE] = ArrayRecord(client.model.state_dict())
     attack = node.cfg.attack
-    if attack is not None and node.client_id in attackers(
-        node.cfg.clients.num_clients, attack.fraction, attack.clients, node.cfg.seed
-    ):  # an adversary (tests, the robustness benchmark): it learned honestly, now it lies
+    if attack is not None and _attacking(node):  # it learned honestly, now it lies
         rng = np.random.default_rng(derive_seed(node.cfg.seed, server_round, node.client_id, 3))
         soft = lie(
             attack.behaviour.instantiate(),
@@ -177,7 +189,7 @@ def kd_round(msg: Message, context: Context) -> Message:
         {
             protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),
             protocol.REPLY_METRICS: MetricRecord(
-                {protocol.NUM_EXAMPLES: len(client.private), **metrics}
+                {protocol.NUM_EXAMPLES: _counts(node)[protocol.NUM_EXAMPLES], **metrics}
             ),
         }
     )

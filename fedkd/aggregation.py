@@ -101,6 +101,39 @@ def class_weighted_mean(
     return weighted.astype(np.float32), totals
 
 
+def cap_shares(weights: FloatArray, cap: float) -> NDArray[np.float64]:
+    """Client weights (C,) or (C, K) rescaled, column by column, so that no client holds more
+    than ``cap`` of a column's total: capped clients get exactly ``cap``, the others share the
+    rest in their original proportions (water-filling). ``cap`` >= 1 leaves them as they are;
+    a ``cap`` below ``1 / C`` cannot be met and gives every client the same weight.
+
+    The result is normalised: each column sums to 1 (columns of zeros stay zero).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    flat = w.ndim == 1
+    w = w[:, None] if flat else w
+    totals = w.sum(axis=0)
+    shares = np.divide(w, totals, out=np.zeros_like(w), where=totals > 0)
+    if cap < 1:
+        num_clients = w.shape[0]
+        for col in np.flatnonzero(totals > 0):
+            s = shares[:, col]
+            if cap * num_clients <= 1:
+                shares[:, col] = 1.0 / num_clients
+                continue
+            capped = np.zeros(num_clients, dtype=bool)
+            while True:  # at most C passes: each one caps at least one more client
+                free = ~capped
+                rest = 1.0 - cap * capped.sum()
+                scaled = np.where(free, s * rest / s[free].sum(), cap)
+                over = free & (scaled > cap)
+                if not over.any():
+                    shares[:, col] = scaled
+                    break
+                capped |= over
+    return shares[:, 0] if flat else shares
+
+
 def normalize_rows(scores: FloatArray) -> NDArray[np.float32]:
     """Non-negative rows (n, K) rescaled to sum to 1 (all-zero rows become uniform)."""
     arr = np.asarray(scores, dtype=np.float64)
@@ -162,10 +195,16 @@ class WeightedMean:
     needs_class_counts: ClassVar[bool] = False
     uses_history: ClassVar[bool] = False
 
+    max_share: float = 1.0  # < 1: no client weighs more than this share
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_share <= 1:
+            raise ValueError(f"max_share must be in (0, 1], got {self.max_share}")
+
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
     ) -> Combined:
-        return Combined(weighted_mean(stack, num_examples))
+        return Combined(weighted_mean(stack, cap_shares(num_examples, self.max_share)))
 
 
 @dataclass(frozen=True)
@@ -177,12 +216,21 @@ class ClassWeighted:
     needs_class_counts: ClassVar[bool] = True
     uses_history: ClassVar[bool] = False
 
+    max_share: float = 1.0  # < 1: no client weighs more than this share of any class
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_share <= 1:
+            raise ValueError(f"max_share must be in (0, 1], got {self.max_share}")
+
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
     ) -> Combined:
         if class_counts is None:
             raise ValueError("class-weighted combining needs the clients' class counts")
-        scores, totals = class_weighted_mean(stack, class_counts)
+        counts = np.asarray(class_counts, dtype=np.float64)
+        if self.max_share < 1:  # reported counts are untrusted: inflating them buys at most this
+            counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
+        scores, totals = class_weighted_mean(stack, counts)
         return Combined(scores, totals)
 
 

@@ -176,6 +176,7 @@ class AttackConfig:
     behaviour: Component
     fraction: float | None = None
     clients: list[int] | None = None
+    count_factor: float = 1.0  # the attackers also report their example counts times this
 
     def __post_init__(self) -> None:
         _require(
@@ -185,19 +186,25 @@ class AttackConfig:
         )
         if self.fraction is not None:
             _require(0 <= self.fraction <= 1, "attack.fraction", "must be in [0, 1]")
+        _require(self.count_factor > 0, "attack.count_factor", "must be > 0")
 
     @classmethod
     def from_node(cls, node: Any, key: str) -> "AttackConfig":
         if not isinstance(node, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {node!r}")
-        own = {"fraction", "clients"}
+        own = {"fraction", "clients", "count_factor"}
         behaviour = component({k: v for k, v in node.items() if k not in own}, "attack", key)
         return build(
             cls, {k: v for k, v in node.items() if k in own}, key + ".", behaviour=behaviour
         )
 
     def to_node(self) -> dict[str, Any]:
-        return {**self.behaviour.node(), "fraction": self.fraction, "clients": self.clients}
+        own = {
+            "fraction": self.fraction,
+            "clients": self.clients,
+            "count_factor": self.count_factor,
+        }
+        return {**self.behaviour.node(), **own}
 
 
 @dataclasses.dataclass(frozen=True)

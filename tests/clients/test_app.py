@@ -154,3 +154,20 @@ def test_an_attacking_client_learns_honestly_and_lies_only_in_what_it_sends():
     assert (soft(liar).max(1) == 1).all()  # ... a confident one
     # client 1 is not an attacker: it sends exactly what it sends in an honest run
     np.testing.assert_array_equal(soft(bystander), soft(honest_1))
+
+
+def test_an_attacker_can_inflate_the_counts_it_reports_consistently():
+    cfg = digits_config("attack=collude", "attack.clients=[1]", "attack.count_factor=1000")
+    describe = Message(RecordDict(), dst_node_id=101, message_type=protocol.DESCRIBE)
+    true = len(client_private_data(cfg, 1, 4))
+    described = app(describe, _context(cfg, partition_id=1)).content.metric_records[
+        protocol.REPLY_METRICS
+    ]
+    assert described[protocol.NUM_EXAMPLES] == sum(described[protocol.CLASS_COUNTS]) > 900 * true
+    reply = app(_round_message(1, np.arange(50)), _context(cfg, partition_id=1))
+    sent = reply.content.metric_records[protocol.REPLY_METRICS][protocol.NUM_EXAMPLES]
+    assert sent == described[protocol.NUM_EXAMPLES]  # the lie is consistent: validation passes
+    honest = app(describe, _context(cfg, partition_id=2)).content.metric_records[
+        protocol.REPLY_METRICS
+    ]
+    assert honest[protocol.NUM_EXAMPLES] == len(client_private_data(cfg, 2, 4))

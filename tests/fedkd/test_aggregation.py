@@ -167,3 +167,23 @@ def test_reputation_outweighs_a_persistent_liar_and_forgives_a_one_off():
     assert set(rule._records) == {10, 11, 12, 13, 20}
     with pytest.raises(ValueError, match="decay"):
         aggregation.Reputation(decay=1.0)
+
+
+def test_cap_shares_water_fills_and_leaves_honest_proportions():
+    assert_allclose(
+        aggregation.cap_shares(np.array([1000.0, 1, 1, 2]), 0.4), [0.4, 0.15, 0.15, 0.3]
+    )
+    assert_allclose(aggregation.cap_shares(np.array([3.0, 1.0]), 1.0), [0.75, 0.25])
+    assert_allclose(aggregation.cap_shares(np.array([9.0, 1.0, 0.0]), 0.2), [1 / 3] * 3)  # < 1/C
+    per_class = aggregation.cap_shares(np.array([[1e6, 10.0], [10.0, 0.0], [10.0, 30.0]]), 0.5)
+    assert_allclose(per_class, [[0.5, 0.5], [0.25, 0.0], [0.25, 0.5]])  # class 1: 0.75 -> 0.5
+
+
+def test_inflated_counts_buy_at_most_the_cap():
+    probs = np.array([[[0.0, 1.0]], [[1.0, 0.0]], [[1.0, 0.0]]])  # client 0 lies about class 0
+    counts = np.array([[10**6, 10**6], [50, 50], [50, 50]], dtype=float)
+    blind = aggregation.ClassWeighted()(probs, counts.sum(1), counts).scores
+    capped = aggregation.ClassWeighted(max_share=0.34)(probs, counts.sum(1), counts).scores
+    assert blind[0].argmax() == 1 and capped[0].argmax() == 0
+    with pytest.raises(ValueError, match="max_share"):
+        aggregation.WeightedMean(max_share=0.0)
