@@ -58,7 +58,6 @@ _NO_OVERLAY_WARNING: Final = r"provider=hydra\.searchpath in main, path=conf is 
 
 KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
 MODES: Final = ("simulation", "deploy")
-_require, _one_of = require, one_of
 
 
 def _split_node(cls: Any, node: Any, key: str) -> Any:
@@ -105,10 +104,10 @@ class DatasetConfig(_SplitNode):
     num_test: int | None = None  # None: the source's test split, else its default hold-out
 
     def __post_init__(self) -> None:
-        _require(self.num_public >= 0, "dataset.num_public", f"must be >= 0, got {self.num_public}")
+        require(self.num_public >= 0, "dataset.num_public", f"must be >= 0, got {self.num_public}")
         for key in ("num_private", "num_test"):
             value = getattr(self, key)
-            _require(value is None or value >= 1, f"dataset.{key}", f"must be >= 1, got {value}")
+            require(value is None or value >= 1, f"dataset.{key}", f"must be >= 1, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +120,7 @@ class PublicConfig(_SplitNode):
     task_labels: bool = False  # its labels are the private task's classes (consensus accuracy)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.num_samples is None or self.num_samples >= 1, "public.num_samples", "must be >= 1"
         )
 
@@ -138,7 +137,7 @@ class TestConfig(_SplitNode):
     resize: bool = True
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.num_samples is None or self.num_samples >= 1, "test.num_samples", "must be >= 1"
         )
 
@@ -151,14 +150,14 @@ class NormalizeConfig:
     std: list[float] | None = None
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             (self.mean is None) == (self.std is None),
             "normalize",
             "needs both mean and std, or neither",
         )
         if self.std is not None and self.mean is not None:
-            _require(len(self.mean) == len(self.std) >= 1, "normalize.std", "must match mean")
-            _require(all(s > 0 for s in self.std), "normalize.std", "must be > 0")
+            require(len(self.mean) == len(self.std) >= 1, "normalize.std", "must match mean")
+            require(all(s > 0 for s in self.std), "normalize.std", "must be > 0")
 
     @property
     def given(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -179,14 +178,14 @@ class AttackConfig:
     count_factor: float = 1.0  # the attackers also report their example counts times this
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             (self.fraction is None) != (self.clients is None),
             "attack.fraction",
             "or attack.clients chooses the attackers: set exactly one of them",
         )
         if self.fraction is not None:
-            _require(0 <= self.fraction <= 1, "attack.fraction", "must be in [0, 1]")
-        _require(self.count_factor > 0, "attack.count_factor", "must be > 0")
+            require(0 <= self.fraction <= 1, "attack.fraction", "must be in [0, 1]")
+        require(self.count_factor > 0, "attack.count_factor", "must be > 0")
 
     @classmethod
     def from_node(cls, node: Any, key: str) -> "AttackConfig":
@@ -281,30 +280,30 @@ class ClientsConfig(_Augmented):
     num_threads: int = 1  # torch threads per client process
 
     def __post_init__(self) -> None:
-        _require(self.num_clients >= 1, "clients.num_clients", "must be >= 1")
-        _require(
+        require(self.num_clients >= 1, "clients.num_clients", "must be >= 1")
+        require(
             0 < self.fraction <= 1, "clients.fraction", f"must be in (0, 1], got {self.fraction}"
         )
-        _require(self.min_clients >= 1, "clients.min_clients", "must be >= 1")
-        _require(
+        require(self.min_clients >= 1, "clients.min_clients", "must be >= 1")
+        require(
             self.min_clients <= self.num_clients,
             "clients.min_clients",
             f"({self.min_clients}) must be <= clients.num_clients ({self.num_clients})",
         )
-        _require(len(self.architectures) >= 1, "clients.architectures", "must not be empty")
+        require(len(self.architectures) >= 1, "clients.architectures", "must not be empty")
         for client_id in self.architecture_map:
-            _require(
+            require(
                 client_id.isdigit(),
                 "clients.architecture_map",
                 f"keys must be client ids (integers), got {client_id!r}",
             )
         for key in ("batch_size", "num_threads"):
-            _require(getattr(self, key) >= 1, f"clients.{key}", "must be >= 1")
+            require(getattr(self, key) >= 1, f"clients.{key}", "must be >= 1")
         for key in ("revisit_epochs", "digest_epochs", "num_eval_samples", "augment_shift"):
-            _require(getattr(self, key) >= 0, f"clients.{key}", "must be >= 0")
-        _require(self.lr > 0, "clients.lr", "must be > 0")
-        _one_of(self.kd_schedule, KD_SCHEDULES, "clients.kd_schedule")
-        _require(
+            require(getattr(self, key) >= 0, f"clients.{key}", "must be >= 0")
+        require(self.lr > 0, "clients.lr", "must be > 0")
+        one_of(self.kd_schedule, KD_SCHEDULES, "clients.kd_schedule")
+        require(
             self.kd_schedule != "joint" or self.digest_epochs == 1,
             "clients.digest_epochs",
             "is not used by clients.kd_schedule=joint (one pass over private and teacher "
@@ -335,11 +334,11 @@ class ModelConfig(_Augmented):
     ema_decay: float = 0.0  # > 0: serve an exponential moving average of the model over rounds
 
     def __post_init__(self) -> None:
-        _require(self.distill_epochs >= 0, "model.distill_epochs", "must be >= 0")
-        _require(0 <= self.ema_decay < 1, "model.ema_decay", "must be in [0, 1)")
-        _require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
-        _require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
-        _require(self.lr > 0, "model.lr", "must be > 0")
+        require(self.distill_epochs >= 0, "model.distill_epochs", "must be >= 0")
+        require(0 <= self.ema_decay < 1, "model.ema_decay", "must be in [0, 1)")
+        require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
+        require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
+        require(self.lr > 0, "model.lr", "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,8 +349,8 @@ class SimulationConfig:
     client_num_cpus: int = 1  # CPUs per client actor (whole CPUs: Flower's rule)
 
     def __post_init__(self) -> None:
-        _require(self.num_cpus >= 1, "simulation.num_cpus", "must be >= 1")
-        _require(self.client_num_cpus >= 1, "simulation.client_num_cpus", "must be >= 1")
+        require(self.num_cpus >= 1, "simulation.num_cpus", "must be >= 1")
+        require(self.client_num_cpus >= 1, "simulation.client_num_cpus", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,40 +378,40 @@ class ExperimentConfig:
     output_dir: str = ""  # run folder; empty: ./outputs/run-<flower run id>
 
     def __post_init__(self) -> None:
-        _require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
+        require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         if self.public is None:
-            _require(
+            require(
                 self.dataset.num_public >= 1,
                 "dataset.num_public",
                 "must be >= 1 (the public set is held out of the dataset unless `public` is set)",
             )
         else:
-            _require(
+            require(
                 self.dataset.num_public == 0,
                 "dataset.num_public",
                 f"must be 0 when `public` has its own source, got {self.dataset.num_public}",
             )
         if self.attack is not None and self.attack.clients is not None:
             outside = [c for c in self.attack.clients if not 0 <= c < self.clients.num_clients]
-            _require(not outside, "attack.clients", f"{outside} are not client ids")
+            require(not outside, "attack.clients", f"{outside} are not client ids")
         if self.test is not None:
-            _require(
+            require(
                 self.dataset.num_test is None,
                 "dataset.num_test",
                 f"must be null when `test` has its own source, got {self.dataset.num_test}",
             )
         if self.public_per_round is not None:
             known = self.public.num_samples if self.public else self.dataset.num_public
-            _require(
+            require(
                 self.public_per_round >= 1 and (known is None or self.public_per_round <= known),
                 "public_per_round",
                 f"({self.public_per_round}) must be in [1, the public set's size ({known})]",
             )
-        _require(self.round_timeout > 0, "round_timeout", "must be > 0")
-        _require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
-        _one_of(self.mode, MODES, "mode")
+        require(self.round_timeout > 0, "round_timeout", "must be > 0")
+        require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
+        one_of(self.mode, MODES, "mode")
         if not isinstance(self.algorithm, Distillation):
-            _require(
+            require(
                 self.attack is None,
                 "attack",
                 f"lies about soft labels; algorithm={self.algorithm.kind} shares none",
@@ -422,7 +421,7 @@ class ExperimentConfig:
                 ("model.augment_shift", self.model.augment_shift > 0),
                 ("model.augment_flip", self.model.augment_flip),
             ):
-                _require(
+                require(
                     not active,
                     key,
                     f"only applies to a distilled global model, not to algorithm="
