@@ -189,17 +189,23 @@ class Mean:
 
 
 @dataclass(frozen=True)
-class WeightedMean:
-    """Clients weighted by their number of private examples."""
+class _CappedShares:
+    """Base of the rules that weigh clients by the counts they report (untrusted): ``max_share``
+    < 1 caps any one client's share of the weight (of each class's, for per-class rules)."""
 
-    needs_class_counts: ClassVar[bool] = False
-    uses_history: ClassVar[bool] = False
-
-    max_share: float = 1.0  # < 1: no client weighs more than this share
+    max_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_share <= 1:
             raise ValueError(f"max_share must be in (0, 1], got {self.max_share}")
+
+
+@dataclass(frozen=True)
+class WeightedMean(_CappedShares):
+    """Clients weighted by their number of private examples."""
+
+    needs_class_counts: ClassVar[bool] = False
+    uses_history: ClassVar[bool] = False
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -208,19 +214,13 @@ class WeightedMean:
 
 
 @dataclass(frozen=True)
-class ClassWeighted:
+class ClassWeighted(_CappedShares):
     """For each class, clients weighted by how many examples of it they hold
     (:func:`class_weighted_mean`): under label skew a client cannot speak for a class it never
     saw."""
 
     needs_class_counts: ClassVar[bool] = True
     uses_history: ClassVar[bool] = False
-
-    max_share: float = 1.0  # < 1: no client weighs more than this share of any class
-
-    def __post_init__(self) -> None:
-        if not 0 < self.max_share <= 1:
-            raise ValueError(f"max_share must be in (0, 1], got {self.max_share}")
 
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
@@ -315,9 +315,7 @@ class Reputation:
             self._records[cid] = (
                 float(d) if old is None else self.decay * old + (1 - self.decay) * d
             )
-        record = np.array([self._records[c] for c in ids])
-        weights = np.exp(-self.sharpness * (record - record.min()))
-        return Combined(weighted_mean(arr, weights))
+        return Combined(weighted_mean(arr, self.weights(ids)))
 
     def weights(self, client_ids: list[int]) -> NDArray[np.float64]:
         """The weights the clients would get now (for logs and tests), normalised."""
