@@ -1,10 +1,14 @@
 """The fedkd ClientApp: decodes the server's message, runs the algorithm's client, replies.
 
-The student persists between rounds in ``context.state`` (Flower keeps it per node, in
-simulation and deployment alike), never in module globals.
+The student persists between rounds, never in module globals: on the node's own disk
+(:class:`fedkd.checkpoint.StudentStore`) where there is one -- the node config's ``state-dir``
+in deployment, the run folder's ``checkpoint/students`` in simulation -- so a restarted node or
+a resumed run continues from it; otherwise in ``context.state`` (Flower keeps it per node, in
+memory: a restarted node starts afresh, and the server notices).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,7 @@ from clients import fedavg
 from clients.base import KDClient, RoundTask
 from fedkd import protocol
 from fedkd.attacks import attackers, lie
+from fedkd.checkpoint import CHECKPOINT_DIR, SIMULATION_STUDENTS, StudentState, StudentStore
 from fedkd.config import ExperimentConfig, from_run_config
 from fedkd.data import ArrayDataset, DatasetSplits
 from fedkd.data.node import load_node_private
@@ -25,14 +30,17 @@ from fedkd.experiment import (
     client_architecture,
     client_private_data,
     load_data,
+    planned_rounds,
 )
 from fedkd.models import count_parameters
+from fedkd.privacy import PrivateTrainer, calibrate, steps_per_epoch
 from fedkd.schema import import_object
 from fedkd.training import derive_seed
 
-MODEL_STATE = "student"  # context.state key of the student's weights (stays on the node)
+STUDENT_STATE = "student"  # context.state key of the student's state (no state-dir)
 # Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
 NODE_DATA_DIR = "data-dir"
+NODE_STATE_DIR = "state-dir"  # where the node keeps its students' states across restarts
 NODE_CLIENT_ID = "client-id"
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
@@ -79,7 +87,7 @@ def _private_data(
 
 @dataclass(frozen=True)
 class Node:
-    """Everything a handler needs on this node; the model holds the persisted student."""
+    """Everything a handler needs on this node; the model is a fresh student."""
 
     cfg: ExperimentConfig
     client_id: int
@@ -95,8 +103,6 @@ def _load_node(context: Context) -> Node:
     splits = load_data(cfg, private=not context.node_config.get(NODE_DATA_DIR))
     client_id, private = _private_data(context, cfg, splits)
     model = build_client_model(cfg, client_id, splits)
-    if MODEL_STATE in context.state.array_records:
-        model.load_state_dict(context.state.array_records[MODEL_STATE].to_torch_state_dict())
     num_eval = min(cfg.clients.num_eval_samples, len(splits.test))
     test = splits.test.subset(torch.arange(num_eval).numpy())
     return Node(cfg, client_id, model, private, test, splits)
@@ -104,9 +110,72 @@ def _load_node(context: Context) -> Node:
 
 def _server_round(msg: Message) -> int:
     server_round = msg.content.config_records[protocol.ROUND_CONFIG][protocol.SERVER_ROUND]
-    if not isinstance(server_round, int):
-        raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int, got {server_round!r}")
+    if not isinstance(server_round, int) or server_round < 1:
+        raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int >= 1, got {server_round!r}")
     return server_round
+
+
+def _store(msg: Message, context: Context, cfg: ExperimentConfig) -> StudentStore | None:
+    """The node's disk store for this run's students, or None (``context.state`` then)."""
+    token = msg.content.config_records[protocol.ROUND_CONFIG].get(protocol.RUN_TOKEN)
+    if not isinstance(token, str) or not token.isalnum():
+        raise TypeError(f"'{protocol.RUN_TOKEN}' must be an alphanumeric id, got {token!r}")
+    root = context.node_config.get(NODE_STATE_DIR)
+    if root:
+        return StudentStore(str(root), token)
+    if cfg.mode == "simulation" and cfg.output_dir:  # one machine: the run folder
+        return StudentStore(Path(cfg.output_dir) / CHECKPOINT_DIR / SIMULATION_STUDENTS, token)
+    return None
+
+
+def _load_student(
+    context: Context, store: StudentStore | None, client_id: int, server_round: int
+) -> StudentState | None:
+    """The student's state before ``server_round`` (None: it never trained)."""
+    if store is not None:
+        return store.load(client_id, before_round=server_round)
+    record = context.state.config_records.get(STUDENT_STATE)
+    if record is None:
+        return None
+    blob = record[STUDENT_STATE]
+    assert isinstance(blob, bytes)
+    return StudentState.from_bytes(blob)
+
+
+def _save_student(
+    context: Context, store: StudentStore | None, client_id: int, state: StudentState
+) -> None:
+    if store is not None:
+        store.save(client_id, state)
+    else:
+        context.state[STUDENT_STATE] = ConfigRecord({STUDENT_STATE: state.to_bytes()})
+
+
+def _privacy(node: Node, previous: StudentState | None) -> PrivateTrainer | None:
+    """This client's DP-SGD trainer (``dp.*`` on), its accountant's history restored. A target
+    ε is turned into noise for the rounds this client is planned to train in."""
+    dp = node.cfg.dp
+    if not dp.enabled:
+        return None
+    noise = dp.noise_multiplier
+    if noise is None:
+        assert dp.epsilon is not None
+        clients = node.cfg.clients
+        per_round = clients.revisit_epochs * steps_per_epoch(len(node.private), clients.batch_size)
+        # a client id outside the simulated range (a node's own `client-id`) plans for every round
+        rounds = planned_rounds(node.cfg, node.client_id) or range(node.cfg.num_rounds)
+        steps = per_round * len(rounds)
+        noise = calibrate(
+            dp.epsilon, dp.delta, len(node.private), clients.batch_size, steps, dp.accountant
+        )
+    return PrivateTrainer(
+        noise_multiplier=noise,
+        max_grad_norm=dp.max_grad_norm,
+        delta=dp.delta,
+        budget=dp.epsilon,
+        accountant=dp.accountant,
+        history=list(previous.dp_history) if previous else [],
+    )
 
 
 def _attacking(node: Node) -> bool:
@@ -159,11 +228,22 @@ def kd_round(msg: Message, context: Context) -> Message:
     client_cls = import_object(node.cfg.algorithm.client or "", "algorithm")  # its client part
     if not (isinstance(client_cls, type) and issubclass(client_cls, KDClient)):
         raise TypeError(f"{node.cfg.algorithm.kind}'s client part is not a KDClient")
+    server_round = _server_round(msg)
+    store = _store(msg, context, node.cfg)
+    previous = _load_student(context, store, node.client_id, server_round)
+    if previous is not None:
+        node.model.load_state_dict(previous.weights)
+    privacy = _privacy(node, previous)
     client = client_cls(
-        node.cfg, node.client_id, node.model, node.private, node.splits.public.x, node.test
+        node.cfg,
+        node.client_id,
+        node.model,
+        node.private,
+        node.splits.public.x,
+        node.test,
+        privacy,
     )
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
-    server_round = _server_round(msg)
     has_consensus = protocol.CONSENSUS_PROBS in arrays
     task = RoundTask(
         server_round=server_round,
@@ -172,11 +252,11 @@ def kd_round(msg: Message, context: Context) -> Message:
         consensus_probs=arrays[protocol.CONSENSUS_PROBS].numpy() if has_consensus else None,
     )
     soft, metrics = client.run_round(task)
-    context.state[MODEL_STATE] = ArrayRecord(client.model.state_dict())
+    memory = previous.memory if previous else {}
     attack = node.cfg.attack
     if attack is not None and _attacking(node):  # it learned honestly, now it lies
         rng = np.random.default_rng(derive_seed(node.cfg.seed, server_round, node.client_id, 3))
-        soft = lie(
+        soft, memory = lie(
             attack.behaviour.instantiate(),
             soft,
             client.soft_label_kind,
@@ -184,7 +264,20 @@ def kd_round(msg: Message, context: Context) -> Message:
             task.consensus_indices,
             task.consensus_probs,
             rng,
+            memory,
         )
+    _save_student(
+        context,
+        store,
+        node.client_id,
+        StudentState(
+            round=server_round,
+            weights=client.model.state_dict(),
+            dp_history=privacy.history if privacy else [],
+            memory=memory,
+        ),
+    )
+    metrics[protocol.STUDENT_ROUND] = float(previous.round if previous else 0)
     content = RecordDict(
         {
             protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),

@@ -22,7 +22,9 @@ from fedkd import protocol
 from fedkd.algorithms import Distillation
 from fedkd.config import ExperimentConfig
 from fedkd.data import ArrayDataset
+from fedkd.privacy import PrivateTrainer
 from fedkd.training import (
+    LossFn,
     TrainConfig,
     derive_seed,
     evaluate,
@@ -58,6 +60,8 @@ class KDClient(ABC):
         The public proxy set's inputs (no labels).
     test : ArrayDataset | None
         Where the client reports its accuracy (``clients.num_eval_samples`` of the test set).
+    privacy : PrivateTrainer | None
+        With ``dp.*`` set: every step that touches private data is DP-SGD, accounted here.
     """
 
     #: What the client sends: ``"logits"`` or ``"probs"``.
@@ -71,6 +75,7 @@ class KDClient(ABC):
         private: ArrayDataset,
         public_x: np.ndarray,
         test: ArrayDataset | None,
+        privacy: PrivateTrainer | None = None,
     ) -> None:
         if not isinstance(cfg.algorithm, Distillation):
             raise TypeError(f"{cfg.algorithm.kind} is not a distillation algorithm")
@@ -81,6 +86,8 @@ class KDClient(ABC):
         self.private = private
         self.public_x = torch.from_numpy(public_x)
         self.test = test
+        self.privacy = privacy
+        self.budget_exhausted = False
 
     @abstractmethod
     def soft_labels(self, logits: Tensor) -> np.ndarray:
@@ -106,6 +113,9 @@ class KDClient(ABC):
         else:
             metrics = self._learn_sequentially(task)
         public = self.public_x[torch.from_numpy(task.public_indices.astype(np.int64))]
+        if self.privacy is not None:
+            metrics[protocol.DP_EPSILON] = self.privacy.epsilon
+            metrics[protocol.DP_EXHAUSTED] = float(self.budget_exhausted)
         soft = self.soft_labels(predict_logits(self.model, public))
         if self.test is not None and len(self.test) > 0:
             acc, loss = evaluate(
@@ -129,14 +139,25 @@ class KDClient(ABC):
 
     def _revisit(self, server_round: int) -> dict[str, float]:
         """``clients.revisit_epochs`` of supervised training on the private partition."""
-        terms = train(
-            self.model,
+        terms = self._fit_private(
             torch.from_numpy(self.private.x),
             torch.from_numpy(self.private.y),
             supervised_loss,
             self._train_config(self.cfg.clients.revisit_epochs, server_round, 1),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
+
+    def _fit_private(
+        self, x: Tensor, targets: Tensor, loss_fn: LossFn, cfg: TrainConfig
+    ) -> dict[str, float]:
+        """Training on a set that holds private examples: plain, or DP-SGD within the budget
+        (a client whose budget cannot pay for this round does not train, and says so)."""
+        if self.privacy is None:
+            return train(self.model, x, targets, loss_fn, cfg)
+        if not self.privacy.can_afford(len(x), cfg):
+            self.budget_exhausted = True
+            return {}
+        return self.privacy.train(self.model, x, targets, loss_fn, cfg)
 
     def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
         """One pass over the private samples (one-hot targets) and up to as many public samples
@@ -153,8 +174,7 @@ class KDClient(ABC):
         )
         take = rng.choice(len(teacher), size=min(len(teacher), len(x)), replace=False)
         public = task.consensus_indices.astype(np.int64)[take]
-        terms = train(
-            self.model,
+        terms = self._fit_private(
             torch.cat([x, self.public_x[torch.from_numpy(public)]]),
             torch.cat(
                 [

@@ -7,13 +7,13 @@ server aggregates them into a consensus and distils a global model from it.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["run"]
+__all__ = ["resume", "run"]
 
 
 def __getattr__(name: str) -> Any:
     # `fedkd.run` (the Python API) without paying for its imports on `import fedkd.<module>`.
-    if name == "run":
-        from fedkd.api import run
+    if name in ("run", "resume"):
+        from fedkd import api
 
-        return run
+        return getattr(api, name)
     raise AttributeError(f"module 'fedkd' has no attribute {name!r}")

@@ -134,6 +134,17 @@ def cap_shares(weights: FloatArray, cap: float) -> NDArray[np.float64]:
     return shares[:, 0] if flat else shares
 
 
+def bound_logits(logits: FloatArray, max_std: float) -> NDArray[np.float32]:
+    """Rows of logits (n, K) centred, and scaled down where their standard deviation exceeds
+    ``max_std``: the softmax of a row keeps its argmax, and no row can weigh more in a mean than
+    one of standard deviation ``max_std``."""
+    arr = np.asarray(logits, dtype=np.float64)
+    centred = arr - arr.mean(axis=1, keepdims=True)
+    std = centred.std(axis=1, keepdims=True)
+    scale = np.minimum(1.0, max_std / np.where(std > 0, std, 1.0))
+    return (centred * scale).astype(np.float32)
+
+
 def normalize_rows(scores: FloatArray) -> NDArray[np.float32]:
     """Non-negative rows (n, K) rescaled to sum to 1 (all-zero rows become uniform)."""
     arr = np.asarray(scores, dtype=np.float64)
@@ -150,11 +161,14 @@ def normalize_rows(scores: FloatArray) -> NDArray[np.float32]:
 
 @dataclass(frozen=True)
 class Combined:
-    """What a combine rule returns: merged scores (n, K), and the weight each class got (K,)
-    where the rule weighs clients per class (the running consensus remembers rounds by it)."""
+    """What a combine rule returns: merged scores (n, K); the weight each class got (K,) where
+    the rule weighs clients per class (the running consensus remembers rounds by it); and each
+    client's share of the merge (C,) where the rule judges clients (the server quarantines a
+    client out-weighed round after round)."""
 
     scores: NDArray[np.float32]
     class_weight: NDArray[np.float64] | None = None
+    client_weight: NDArray[np.float64] | None = None
 
 
 class CombineRule(Protocol):
@@ -315,7 +329,8 @@ class Reputation:
             self._records[cid] = (
                 float(d) if old is None else self.decay * old + (1 - self.decay) * d
             )
-        return Combined(weighted_mean(arr, self.weights(ids)))
+        weights = self.weights(ids)
+        return Combined(weighted_mean(arr, weights), client_weight=weights)
 
     def weights(self, client_ids: list[int]) -> NDArray[np.float64]:
         """The weights the clients would get now (for logs and tests), normalised."""

@@ -115,7 +115,22 @@ class Distillation(Algorithm):
 
 
 @dataclasses.dataclass(frozen=True)
-class FedMD(Distillation):
+class LogitDistillation(Distillation):
+    """Algorithms whose clients share logits: a logit's scale is the client's to choose, so a
+    client scaling its logits by 1e6 would own a mean. Each row is centred and, where its
+    standard deviation exceeds ``max_logit_std``, scaled down to it (null: as sent)."""
+
+    max_logit_std: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            self.max_logit_std is None or self.max_logit_std > 0, "max_logit_std", "must be > 0"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FedMD(LogitDistillation):
     """FedMD (Li & Wang 2019, arXiv:1910.03581): logits; consensus ``softmax(mean / T)``."""
 
     name: ClassVar[str] = "fedmd"
@@ -157,7 +172,7 @@ class DSFLPlus(DSFL):
 
 
 @dataclasses.dataclass(frozen=True)
-class FedDF(Distillation):
+class FedDF(LogitDistillation):
     """FedDF (Lin et al. 2020, arXiv:2006.07242), soft-label variant: early-stopped server
     distillation; clients digest the global model."""
 

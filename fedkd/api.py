@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.config import compose, with_absolute_paths
+from fedkd.launch import resume_config
 from fedkd.launch import run as launch
 from fedkd.results import SUMMARY_FILE, RoundRecord, read_metrics
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "resume", "run"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,16 @@ def run(overrides: Sequence[str] = (), *, output_dir: str | Path | None = None) 
     if output_dir is not None:
         cfg = replace(cfg, output_dir=str(output_dir))
     cfg = with_absolute_paths(cfg, Path.cwd())
-    summary = launch(cfg)
+    return _result(cfg, launch(cfg))
+
+
+def resume(run_dir: str | Path) -> RunResult:
+    """Continue the stopped run in ``run_dir`` from its checkpoint (``fedkd resume=<dir>``)."""
+    cfg = resume_config(run_dir)
+    return _result(cfg, launch(cfg, resume=True))
+
+
+def _result(cfg: Any, summary: dict[str, Any]) -> RunResult:
     folder = Path(cfg.output_dir)
     rounds = read_metrics(folder) if (folder / SUMMARY_FILE).is_file() else []
     return RunResult(folder, summary, rounds)

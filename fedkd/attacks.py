@@ -17,7 +17,7 @@ learning", 2024, arXiv:2402.12265 (the least-likely-class and class-prior attack
 """
 
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +35,9 @@ class AttackContext:
     honest: NDArray[np.float64]  # (n, K)
     teacher: NDArray[np.float64] | None  # (n, K)
     rng: np.random.Generator
+    # what this attacker sent before for these samples (NaN rows: never asked), for attacks
+    # that remember (``remembers = True``)
+    sent_before: NDArray[np.float64] | None = None  # (n, K)
 
     @property
     def honest_mean(self) -> NDArray[np.float64]:
@@ -140,6 +143,20 @@ class ClassPrior:
         return out / out.sum(axis=1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """A free rider: for every public sample, the probabilities it sent the first time it was
+    asked about it -- from round 1 on, an untrained student's answers, replayed forever."""
+
+    remembers: ClassVar[bool] = True
+
+    def __call__(self, context: AttackContext) -> NDArray[np.float64]:
+        if context.sent_before is None:
+            return context.honest
+        known = np.isfinite(context.sent_before).all(axis=1, keepdims=True)  # (n, 1)
+        return np.where(known, context.sent_before, context.honest)
+
+
 #: Built-in attacks by the short name a config uses (``attack=wrong_class``).
 ATTACKS: Final[dict[str, type[Attack]]] = {
     "wrong_class": WrongClass,
@@ -149,6 +166,7 @@ ATTACKS: Final[dict[str, type[Attack]]] = {
     "collude": Collude,
     "least_likely": LeastLikely,
     "class_prior": ClassPrior,
+    "replay": Replay,
 }
 
 
@@ -172,6 +190,9 @@ def as_shared(probs: NDArray[np.float64], kind: str) -> NDArray[np.float16]:
     return rows.astype(np.float16)
 
 
+Memory = dict[str, NDArray[np.generic]]  # an attacker's memory: "indices" (m,), "probs" (m, K)
+
+
 def lie(
     attack: Attack,
     shared: FloatArray,
@@ -180,10 +201,13 @@ def lie(
     teacher_indices: NDArray[np.integer] | None,
     teacher_probs: FloatArray | None,
     rng: np.random.Generator,
-) -> NDArray[np.float16]:
+    memory: Memory | None = None,
+) -> tuple[NDArray[np.float16], Memory]:
     """Replace what an honest client would share (``shared``, (n, K) ``kind`` = probs or logits,
     on ``public_indices``) by the attack's output, in the same form. The teacher the client was
-    sent counts as the honest mean where it covers this round's samples."""
+    sent counts as the honest mean where it covers this round's samples. An attack that
+    ``remembers`` gets what it sent before (``memory``) and returns its memory updated with this
+    round's first answers; others return an empty memory."""
     values = np.asarray(shared, dtype=np.float64)
     if kind == "logits":
         values = np.exp(values - values.max(axis=1, keepdims=True))
@@ -193,4 +217,36 @@ def lie(
         row = {int(i): r for r, i in enumerate(teacher_indices)}
         if all(int(i) in row for i in public_indices):
             teacher = np.asarray(teacher_probs, np.float64)[[row[int(i)] for i in public_indices]]
-    return as_shared(attack(AttackContext(honest, teacher, rng)), kind)
+    remembers = getattr(attack, "remembers", False)
+    before = _recall(memory, public_indices, honest.shape[1]) if remembers else None
+    lies = attack(AttackContext(honest, teacher, rng, before))
+    return as_shared(lies, kind), _remember(memory, public_indices, lies) if remembers else {}
+
+
+def _recall(
+    memory: Memory | None, indices: NDArray[np.integer], num_classes: int
+) -> NDArray[np.float64]:
+    """Rows sent before for ``indices`` (n, K); NaN where never sent."""
+    out = np.full((len(indices), num_classes), np.nan)
+    if memory:
+        row = {int(i): r for r, i in enumerate(memory["indices"])}
+        probs = np.asarray(memory["probs"], dtype=np.float64)
+        for r, i in enumerate(indices):
+            if int(i) in row:
+                out[r] = probs[row[int(i)]]
+    return out
+
+
+def _remember(memory: Memory | None, indices: NDArray[np.integer], sent: FloatArray) -> Memory:
+    """``memory`` plus the rows of samples sent for the first time (earlier rows are kept)."""
+    old_idx = np.asarray(memory["indices"], np.int64) if memory else np.zeros(0, np.int64)
+    old_probs = (
+        np.asarray(memory["probs"], np.float32)
+        if memory
+        else np.zeros((0, sent.shape[1]), np.float32)
+    )
+    new = ~np.isin(indices, old_idx)
+    return {
+        "indices": np.concatenate([old_idx, np.asarray(indices, np.int64)[new]]),
+        "probs": np.concatenate([old_probs, np.asarray(sent, np.float32)[new]]),
+    }

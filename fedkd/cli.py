@@ -4,6 +4,7 @@ fedkd                                   # default experiment (conf/config.yaml)
 fedkd algorithm=fedmd partition.alpha=0.1 num_rounds=30
 fedkd -m algorithm=fedmd,dsfl partition.alpha=0.1,0.5      # sweep
 fedkd experiment=digits_quick
+fedkd resume=outputs/2026-12-01/10-00-00-default           # continue a stopped run
 """
 
 import logging
@@ -12,16 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ExperimentConfig, hydra_main, with_absolute_paths
-from fedkd.launch import RunInterrupted, run
+from fedkd.config import ConfigError, ExperimentConfig, hydra_main, with_absolute_paths
+from fedkd.launch import RunInterrupted, resume_config, run
+from fedkd.logs import configure_logging
 
 log = logging.getLogger("fedkd")
 
 
-def _task(cfg: ExperimentConfig) -> dict[str, Any]:
+RESUME = "resume="
+
+
+def _task(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     # Relative paths would resolve against the SuperLink's working directory: pin them here.
     cfg = with_absolute_paths(cfg, Path.cwd())
-    summary = run(cfg)
+    summary = run(cfg, resume=resume)
     if summary.get("status") == "completed":
         log.info(
             "final global accuracy %s (best %s), %d rounds, %.0fs -> %s",
@@ -45,7 +50,19 @@ def main() -> Any:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        return hydra_main(_task)()
+        resume = [a for a in sys.argv[1:] if a.startswith(RESUME)]
+        if not resume:
+            return hydra_main(_task)()
+        configure_logging()
+        if len(sys.argv) != 2:
+            log.error("resume=<run folder> continues a run with its own config: nothing else")
+            sys.exit(2)
+        try:
+            cfg = resume_config(resume[0].removeprefix(RESUME))
+        except ConfigError as err:
+            log.error("%s", err)
+            sys.exit(2)
+        return _task(cfg, resume=True)
     except RunInterrupted as stop:  # SIGINT / SIGTERM: the run folder says "interrupted"
         log.warning("%s", stop)
         sys.exit(128 + stop.signum)

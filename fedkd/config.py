@@ -35,10 +35,12 @@ __all__ = [
     "CONF_DIR",
     "Component",
     "ConfigError",
+    "DPConfig",
     "DatasetConfig",
     "ExperimentConfig",
     "PartitionConfig",
     "PublicConfig",
+    "QuarantineConfig",
     "TestConfig",
     "compose",
     "from_dict",
@@ -207,6 +209,62 @@ class AttackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DPConfig:
+    """Example-level differential privacy for the clients' private records (DP-SGD with Opacus,
+    :mod:`fedkd.privacy`). Off unless ``epsilon`` (a target for the whole run, with ``delta``)
+    or ``noise_multiplier`` is set -- exactly one of them."""
+
+    epsilon: float | None = None  # target ε per client for the whole run: noise calibrated to it
+    noise_multiplier: float | None = None  # or the noise itself (ε is then only reported)
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm
+    accountant: str = "rdp"  # Opacus's accountant: rdp | prv
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+    def __post_init__(self) -> None:
+        require(
+            self.epsilon is None or self.noise_multiplier is None,
+            "dp.epsilon",
+            "and dp.noise_multiplier both set: give the target ε or the noise, not both",
+        )
+        if self.epsilon is not None:
+            require(self.epsilon > 0, "dp.epsilon", f"must be > 0, got {self.epsilon}")
+        if self.noise_multiplier is not None:
+            require(self.noise_multiplier > 0, "dp.noise_multiplier", "must be > 0")
+        require(0 < self.delta < 1, "dp.delta", f"must be in (0, 1), got {self.delta}")
+        require(self.max_grad_norm > 0, "dp.max_grad_norm", "must be > 0")
+        one_of(self.accountant, ("rdp", "prv"), "dp.accountant")
+        if not self.enabled:
+            default = DPConfig.__dataclass_fields__
+            for key in ("delta", "max_grad_norm", "accountant"):
+                require(
+                    getattr(self, key) == default[key].default,
+                    f"dp.{key}",
+                    "is set but differential privacy is off: set dp.epsilon or dp.noise_multiplier",
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class QuarantineConfig:
+    """Clients the server stops asking: one whose reply is rejected, or (with a rule that weighs
+    clients, ``algorithm.combine=reputation``) whose weight falls below ``min_share`` of an equal
+    share, ``after`` rounds in a row sits out the next ``rounds`` rounds (null: the rest of the
+    run). ``after: 0`` turns quarantine off."""
+
+    after: int = 3
+    rounds: int | None = 10
+    min_share: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.after >= 0, "quarantine.after", "must be >= 0 (0: off)")
+        require(self.rounds is None or self.rounds >= 1, "quarantine.rounds", "must be >= 1")
+        require(0 <= self.min_share < 1, "quarantine.min_share", "must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class PartitionConfig:
     """How the private pool is split across clients: a partitioner and only its own keys.
 
@@ -364,6 +422,8 @@ class ExperimentConfig:
     partition: PartitionConfig = dataclasses.field(default_factory=PartitionConfig)
     algorithm: Algorithm = dataclasses.field(default_factory=_default_algorithm)
     attack: AttackConfig | None = None  # adversarial clients (tests, the robustness benchmark)
+    dp: DPConfig = dataclasses.field(default_factory=DPConfig)
+    quarantine: QuarantineConfig = dataclasses.field(default_factory=QuarantineConfig)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     simulation: SimulationConfig = dataclasses.field(default_factory=SimulationConfig)
@@ -411,6 +471,12 @@ class ExperimentConfig:
         require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         one_of(self.mode, MODES, "mode")
         if not isinstance(self.algorithm, Distillation):
+            require(
+                not self.dp.enabled,
+                "dp",
+                f"DP-SGD protects the clients' records in a distillation algorithm's local "
+                f"training; algorithm={self.algorithm.kind} is not one",
+            )
             require(
                 self.attack is None,
                 "attack",

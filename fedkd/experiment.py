@@ -196,3 +196,13 @@ def forget_data() -> None:
 def _data_keys(cfg: ExperimentConfig) -> str:
     keys = ["dataset"] + (["public"] if cfg.public else []) + (["test"] if cfg.test else [])
     return ", ".join(keys)
+
+
+def planned_rounds(cfg: ExperimentConfig, client_id: int) -> list[int]:
+    """The rounds ``client_id`` is sampled in when all ``clients.num_clients`` clients take part
+    throughout (what a client can know in advance: a differential-privacy budget is spread over
+    them)."""
+    everyone = list(range(cfg.clients.num_clients))
+    return [
+        r for r in range(1, cfg.num_rounds + 1) if client_id in sample_client_ids(cfg, r, everyone)
+    ]

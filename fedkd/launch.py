@@ -11,6 +11,7 @@ the ServerApp and every ClientApp see exactly the same config.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -27,10 +28,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ConfigError, ExperimentConfig, to_json
+from fedkd.checkpoint import has_checkpoint
+from fedkd.config import ConfigError, ExperimentConfig, from_json, to_json
 from fedkd.project import is_app, write_bare_app
-from fedkd.protocol import RUN_CONFIG_KEY
-from fedkd.results import METRICS_FILE, SUMMARY_FILE, RunSummary, read_metrics
+from fedkd.protocol import RUN_CONFIG_KEY, RUN_RESUME_KEY
+from fedkd.results import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    RunSummary,
+    read_metrics,
+)
+from fedkd.results import read_summary as read_run_summary
 
 log = logging.getLogger("fedkd.launch")
 
@@ -87,13 +96,35 @@ def app_dir(workdir: Path) -> Path:
     return here if is_app(here) else write_bare_app(workdir / "app")
 
 
-def write_run_config(cfg: ExperimentConfig, path: Path) -> Path:
-    """A TOML ``--run-config`` file carrying the config as a multi-line literal string."""
+def write_run_config(cfg: ExperimentConfig, path: Path, resume: bool = False) -> Path:
+    """A TOML ``--run-config`` file carrying the config as a multi-line literal string (and,
+    to continue a stopped run from its checkpoint, ``resume = true``)."""
     blob = to_json(cfg)
     if "'''" in blob:
         raise LaunchError("a config value contains ''' which a TOML literal cannot carry")
-    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n")
+    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n{RUN_RESUME_KEY} = {str(resume).lower()}\n")
     return path
+
+
+def resume_config(run_dir: str | Path) -> ExperimentConfig:
+    """The config of the stopped run in ``run_dir``, to continue it (``fedkd resume=<dir>``).
+    Raises :class:`ConfigError` when there is nothing to resume."""
+    out = Path(run_dir).resolve()
+    if not (out / CONFIG_FILE).is_file():
+        raise ConfigError(f"resume={run_dir}: not a fedkd run folder (no {CONFIG_FILE})")
+    cfg = from_json((out / CONFIG_FILE).read_text())
+    if (out / SUMMARY_FILE).is_file() and read_run_summary(out).status == "completed":
+        raise ConfigError(f"resume={run_dir}: the run completed; there is nothing to resume")
+    if not cfg.algorithm.distills:
+        raise ConfigError(
+            f"resume={run_dir}: algorithm={cfg.algorithm.kind} does not checkpoint (resume "
+            "continues federated-distillation runs); start it again"
+        )
+    if cfg.output_dir and Path(cfg.output_dir).resolve() != out:
+        log.warning("the run folder moved from %s to %s", cfg.output_dir, out)
+    if not has_checkpoint(out):
+        log.warning("%s has no checkpoint (no round finished): starting it from round 1", out)
+    return dataclasses.replace(cfg, output_dir=str(out))
 
 
 def flower_bin(name: str) -> str:
@@ -268,8 +299,9 @@ def check_before_start(cfg: ExperimentConfig) -> None:
         forget_data()  # the launcher need not hold the data while Flower runs
 
 
-def run(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run ``cfg`` (simulation or deployment) and return its summary."""
+def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` (simulation or deployment) and return its summary; ``resume``: continue
+    the stopped run in ``cfg.output_dir`` from its checkpoint (see :func:`resume_config`)."""
     if not cfg.output_dir:
         raise LaunchError("output_dir must be set")
     out = Path(cfg.output_dir).resolve()
@@ -284,7 +316,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         with interruptible():
-            return _run_flower(cfg, out, workdir)
+            return _run_flower(cfg, out, workdir, resume)
     except RunInterrupted:
         summary = write_interrupted_summary(out, time.monotonic() - start)
         log.warning("run stopped after %d finished rounds -> %s", summary.rounds, out)
@@ -302,9 +334,9 @@ def write_interrupted_summary(out: Path, wall_seconds: float) -> RunSummary:
     return summary
 
 
-def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path) -> dict[str, Any]:
+def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path, resume: bool) -> dict[str, Any]:
     """The run through Flower's own CLI; returns its summary."""
-    run_config = write_run_config(cfg, workdir / "run_config.toml")
+    run_config = write_run_config(cfg, workdir / "run_config.toml", resume)
     app = app_dir(workdir)
     if cfg.mode == "simulation":
         with simulation_superlink(workdir) as env:

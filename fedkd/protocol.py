@@ -6,7 +6,8 @@ sides import these constants; no string literal for a key appears anywhere else.
 One round is ONE exchange (deployment pays seconds of polling per exchange):
 
 server -> client  ``train.kd_round``
-    config  ``ROUND_CONFIG``: ``SERVER_ROUND``
+    config  ``ROUND_CONFIG``: ``SERVER_ROUND``, ``RUN_TOKEN`` (the run's id: a client files its
+            student's state under it, so a resumed run finds it and a new run does not)
     arrays  ``ROUND_ARRAYS``: ``PUBLIC_INDICES`` (int64, (n,)) -- predict on these public samples;
             optionally ``CONSENSUS_INDICES`` (int64, (m,)) + ``CONSENSUS_PROBS`` (float, (m, K))
             -- last round's consensus, to digest before local training.
@@ -40,6 +41,7 @@ DESCRIBE_CONFIG: Final = "config"
 
 # Keys (kebab-case on the wire).
 SERVER_ROUND: Final = "server-round"
+RUN_TOKEN: Final = "run-token"
 PUBLIC_INDICES: Final = "public-indices"
 CONSENSUS_INDICES: Final = "consensus-indices"
 CONSENSUS_PROBS: Final = "consensus-probs"
@@ -56,10 +58,23 @@ TEST_ACCURACY: Final = "test-accuracy"
 TEST_LOSS: Final = "test-loss"
 TRAIN_LOSS: Final = "train-loss"
 DIGEST_LOSS: Final = "digest-loss"
+STUDENT_ROUND: Final = "student-round"  # the round the student it started from was trained in
+# (0: a fresh student) -- the server notices a client that lost its state
+DP_EPSILON: Final = "dp-epsilon"  # ε the client's accountant has spent so far (dp.* on)
+DP_EXHAUSTED: Final = "dp-exhausted"  # 1: the budget allowed no training this round
 
 # The only metrics a round reply may carry (scalars): the server rejects anything else.
 REPLY_METRIC_KEYS: Final = frozenset(
-    {NUM_EXAMPLES, TEST_ACCURACY, TEST_LOSS, TRAIN_LOSS, DIGEST_LOSS}
+    {
+        NUM_EXAMPLES,
+        TEST_ACCURACY,
+        TEST_LOSS,
+        TRAIN_LOSS,
+        DIGEST_LOSS,
+        STUDENT_ROUND,
+        DP_EPSILON,
+        DP_EXHAUSTED,
+    }
 )
 
 # The only record names a client reply may carry: the server rejects anything else.
@@ -70,3 +85,5 @@ ALLOWED_REPLY_ARRAYS: Final = frozenset({SOFT_LABELS})
 # or, for a bare `flwr run`, Hydra overrides to compose the packaged conf/ with.
 RUN_CONFIG_KEY: Final = "cfg-json"
 RUN_OVERRIDES_KEY: Final = "overrides"
+# true: continue the run in the config's output_dir from its checkpoint (`fedkd resume=<dir>`)
+RUN_RESUME_KEY: Final = "resume"

@@ -51,6 +51,9 @@ class RoundRecord:
     failed: dict[int, str] = field(default_factory=dict)  # client id -> error Flower reported
     missing: list[int] = field(default_factory=list)  # sampled, never answered
     offline: list[int] = field(default_factory=list)  # met before, not connected now
+    quarantined: list[int] = field(default_factory=list)  # sitting out after repeated strikes
+    restarted: list[int] = field(default_factory=list)  # answered from a student it had lost
+    dp_epsilon: dict[int, float] = field(default_factory=dict)  # client id -> ε spent so far
     public_samples: int = 0
     uplink_bytes: int = 0  # every record of the accepted replies
     rejected_bytes: int = 0  # every record of the rejected replies
@@ -94,6 +97,7 @@ class RoundRecord:
         record = cls(**{k: v for k, v in data.items() if k in known}, server=server)
         record.rejected = {int(k): v for k, v in record.rejected.items()}
         record.failed = {int(k): v for k, v in record.failed.items()}
+        record.dp_epsilon = {int(k): v for k, v in record.dp_epsilon.items()}
         return record
 
 
@@ -104,7 +108,7 @@ _SERVER = "server_"
 class RunSummary:
     """A run's outcome: what ``summary.json`` holds (written on success and on failure)."""
 
-    status: str  # completed | failed | remote
+    status: str  # completed | failed | interrupted | remote
     rounds: int = 0
     final_global_accuracy: float | None = None
     best_global_accuracy: float | None = None
@@ -116,6 +120,10 @@ class RunSummary:
     failed_replies_total: int = 0
     missing_replies_total: int = 0
     missing_by_client: dict[str, list[int]] = field(default_factory=dict)  # id -> rounds
+    quarantined_by_client: dict[str, list[int]] = field(default_factory=dict)  # id -> rounds
+    dp_epsilon: float | None = None  # the largest ε any client spent (dp.* on)
+    dp_delta: float | None = None
+    resumed_after: list[int] = field(default_factory=list)  # rounds a stopped run resumed after
     wall_seconds: float = 0.0
     clients: list[dict[str, Any]] = field(default_factory=list)  # the roster
     unusable_nodes: dict[str, str] = field(default_factory=dict)  # node id -> why
@@ -138,9 +146,13 @@ class RunSummary:
     ) -> "RunSummary":
         accs = [r.global_accuracy for r in rounds if not math.isnan(r.global_accuracy)]
         missing_by_client: dict[str, list[int]] = {}  # client id -> rounds it did not deliver
+        quarantined: dict[str, list[int]] = {}
         for r in rounds:
             for cid in sorted({*r.missing, *r.failed, *r.offline}):
                 missing_by_client.setdefault(str(cid), []).append(r.round)
+            for cid in r.quarantined:
+                quarantined.setdefault(str(cid), []).append(r.round)
+        spent = [max(r.dp_epsilon.values()) for r in rounds if r.dp_epsilon]
         best = max(accs) if accs else None
         return cls(
             status=status,
@@ -155,6 +167,8 @@ class RunSummary:
             failed_replies_total=sum(r.num_failed for r in rounds),
             missing_replies_total=sum(r.num_missing for r in rounds),
             missing_by_client=missing_by_client,
+            quarantined_by_client=quarantined,
+            dp_epsilon=max(spent) if spent else None,
             wall_seconds=round(wall_seconds, 3),
             **roster,
         )
@@ -191,14 +205,38 @@ class RunRecorder:
     def __init__(self, output_dir: str | Path, cfg: ExperimentConfig) -> None:
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
         self._start = time.monotonic()
+        self._earlier_seconds = 0.0  # wall time of the run before it was resumed
         self._rounds: list[RoundRecord] = []
+        self.resumed_after: list[int] = []
         (self.dir / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
         (self.dir / METRICS_FILE).write_text("")
 
+    @classmethod
+    def resume(
+        cls,
+        output_dir: str | Path,
+        cfg: ExperimentConfig,
+        after_round: int,
+        wall_seconds: float,
+        resumed_after: list[int],
+    ) -> "RunRecorder":
+        """The recorder of a stopped run continuing after ``after_round`` (its checkpoint, which
+        also says how long the run had taken and after which rounds it resumed before): rounds
+        recorded after the checkpoint are dropped (they will run again)."""
+        out = Path(output_dir)
+        kept = [r for r in read_metrics(out) if r.round <= after_round]
+        recorder = cls(out, cfg)
+        for record in kept:
+            recorder.log_round(record)
+        recorder._earlier_seconds = wall_seconds
+        recorder.resumed_after = [*resumed_after, after_round]
+        return recorder
+
     @property
     def wall_seconds(self) -> float:
-        return time.monotonic() - self._start
+        return self._earlier_seconds + time.monotonic() - self._start
 
     def log_round(self, record: RoundRecord) -> None:
         self._rounds.append(record)
@@ -211,5 +249,8 @@ class RunRecorder:
     def write_summary(self, status: str = "completed", **roster: Any) -> dict[str, Any]:
         """Write ``summary.json`` from the rounds so far; returns it as a dict."""
         summary = RunSummary.of_rounds(self._rounds, status, self.wall_seconds, **roster)
+        summary.resumed_after = self.resumed_after
+        if self.cfg.dp.enabled:
+            summary.dp_delta = self.cfg.dp.delta
         (self.dir / SUMMARY_FILE).write_text(summary.to_json())
         return summary.to_dict()

@@ -75,6 +75,22 @@ def train(
         return {}
     if optimizer is None:
         optimizer = make_optimizer(model, cfg)
+    # Dropout draws from torch's global generator: seed it here, in a forked state, so they
+    # depend on ``cfg.seed`` alone -- not on what ran before in this process (another client
+    # in the same simulation worker, a resumed run).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _epochs(model, x, targets, loss_fn, cfg, optimizer)
+
+
+def _epochs(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, float]:
     generator = torch.Generator().manual_seed(cfg.seed)
     model.train()
     totals: dict[str, float] = {}

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from fedkd.protocol import NUM_EXAMPLES, TEST_ACCURACY
+from fedkd.protocol import DP_EPSILON, DP_EXHAUSTED, NUM_EXAMPLES, TEST_ACCURACY
 
 ACCEPTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 PROBS_SUM_TOLERANCE = 1e-2  # float16 rows of 10 probabilities sum to 1 within ~5e-3
@@ -31,6 +31,10 @@ def check_metrics(metrics: dict[str, object], allowed: frozenset[str]) -> dict[s
     accuracy = out.get(TEST_ACCURACY, 0.0)
     if not 0 <= accuracy <= 1:
         raise InvalidReply(f"'{TEST_ACCURACY}' {accuracy} is not in [0, 1]")
+    if out.get(DP_EPSILON, 0.0) < 0:
+        raise InvalidReply(f"'{DP_EPSILON}' {out[DP_EPSILON]} is negative")
+    if out.get(DP_EXHAUSTED, 0.0) not in (0.0, 1.0):
+        raise InvalidReply(f"'{DP_EXHAUSTED}' must be 0 or 1, got {out[DP_EXHAUSTED]}")
     return out
 
 

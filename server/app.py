@@ -1,7 +1,8 @@
 """The fedkd ServerApp: load the config Flower passed in, build the strategy, run it.
 
-Writes the run folder (config, per-round metrics, summary, global model) as it goes; on failure
-the summary records the error and every finished round is kept.
+Writes the run folder (config, per-round metrics, summary, global model) and a checkpoint after
+every round as it goes; on failure the summary records the error and every finished round is
+kept. With ``resume = true`` in the run config it continues from the run folder's checkpoint.
 """
 
 import logging
@@ -10,9 +11,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedkd.checkpoint import ServerCheckpoint, has_checkpoint
 from fedkd.config import from_run_config
 from fedkd.experiment import build_global_model, load_data
 from fedkd.logs import configure_logging
+from fedkd.protocol import RUN_RESUME_KEY
 from fedkd.results import RunRecorder
 from fedkd.schema import import_object
 from fedkd.training import seed_everything
@@ -27,11 +30,20 @@ def main(grid: Grid, context: Context) -> None:
     cfg = from_run_config(context.run_config)
     output_dir = cfg.output_dir or str(Path.cwd() / "outputs" / f"run-{context.run_id}")
     seed_everything(cfg.seed)
-    recorder = RunRecorder(output_dir, cfg)
+    checkpoint = None
+    if context.run_config.get(RUN_RESUME_KEY) is True and has_checkpoint(output_dir):
+        checkpoint = ServerCheckpoint.load(output_dir)
+        recorder = RunRecorder.resume(
+            output_dir, cfg, checkpoint.round, checkpoint.wall_seconds, checkpoint.resumed_after
+        )
+    else:
+        recorder = RunRecorder(output_dir, cfg)
     try:
         splits = load_data(cfg, private=False)
         strategy_cls = import_object(cfg.algorithm.server, "algorithm")  # its server part
         strategy = strategy_cls(cfg, splits, build_global_model(cfg, splits), recorder)
+        if checkpoint is not None:
+            strategy.resume(checkpoint)
         summary = strategy.start(grid)
     except BaseException as err:
         recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")

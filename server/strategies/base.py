@@ -33,7 +33,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fedkd import protocol
+from fedkd.aggregation import Combined
 from fedkd.algorithms import Distillation
+from fedkd.checkpoint import ServerCheckpoint, new_run_token, remove_checkpoint
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
@@ -123,6 +125,10 @@ class DistillationStrategy(ABC):
         self.recorder = recorder
         self.state = ServerState()
         self.roster = Roster(cfg, splits.num_classes)
+        self.run_token = new_run_token()  # clients file their students under it
+        self.first_round = 1
+        self.last_trained: dict[int, int] = {}  # client id -> last round it trained in
+        self.dp_epsilon: dict[int, float] = {}  # client id -> ε it reported spending
         decay = cfg.model.ema_decay
         self.averaged = (
             AveragedModel(global_model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -145,12 +151,17 @@ class DistillationStrategy(ABC):
         """The algorithm's one formula: merged soft labels (n, K), in the space clients send
         (``soft_label_kind``), to consensus probabilities (n, K)."""
 
+    def prepare(self, soft_labels: np.ndarray) -> np.ndarray:
+        """One accepted reply's soft labels (n, K) before they are merged (default: as sent;
+        logit algorithms bound their scale)."""
+        return soft_labels
+
     def consensus(
         self, soft_labels: np.ndarray, clients: Sequence[ClientInfo]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, Combined]:
         """The consensus pipeline: ``algorithm.combine`` merges the clients' soft labels
         (C, n, K) -> ``to_probs`` -> ``algorithm.postprocess``. Returns the probabilities
-        (n, K) and, for per-class rules, the weight each class got (K,)."""
+        (n, K) and what the rule said of the merge (the weight of each class and client)."""
         rule = self.combine_rule
         num_examples = np.array([c.num_examples for c in clients], dtype=np.float64)
         counts = (
@@ -164,7 +175,7 @@ class DistillationStrategy(ABC):
         post = self.algorithm.postprocessor
         if post is not None:
             probs = post(probs)
-        return np.asarray(probs, dtype=np.float32), combined.class_weight
+        return np.asarray(probs, dtype=np.float32), combined
 
     def client_teacher(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
         """What the clients digest next round: the consensus itself, or (``algorithm.
@@ -222,9 +233,10 @@ class DistillationStrategy(ABC):
             self.recorder.dir,
         )
         self.roster.wait_for_nodes(grid)
-        for server_round in range(1, cfg.num_rounds + 1):
+        for server_round in range(self.first_round, cfg.num_rounds + 1):
             record = self.run_round(grid, server_round)
             self.recorder.log_round(record)
+            self.checkpoint(server_round)
             log.info(
                 "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f | "
                 "clients %d ok, %d rejected, %d failed, %d missing | %.1fs",
@@ -240,7 +252,51 @@ class DistillationStrategy(ABC):
                 record.round_seconds,
             )
         self.recorder.save_model(self.served_model)
-        return self.recorder.write_summary(**self.roster.summary())
+        summary = self.recorder.write_summary(**self.roster.summary())
+        remove_checkpoint(self.recorder.dir)
+        return summary
+
+    # ----------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next round depends on (see :mod:`fedkd.checkpoint`). A subclass with
+        state of its own extends it (and :meth:`load_state_dict`)."""
+        return {
+            "global_model": self.global_model.state_dict(),
+            "averaged": None if self.averaged is None else self.averaged.state_dict(),
+            "server_state": vars(self.state),
+            "combine_rule": self.combine_rule,  # a history-based rule's memory travels with it
+            "roster": self.roster.state_dict(),
+            "last_trained": dict(self.last_trained),
+            "dp_epsilon": dict(self.dp_epsilon),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.global_model.load_state_dict(state["global_model"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged"])
+        self.state = ServerState(**state["server_state"])
+        self.combine_rule = state["combine_rule"]
+        self.roster.load_state_dict(state["roster"])
+        self.last_trained = dict(state["last_trained"])
+        self.dp_epsilon = dict(state["dp_epsilon"])
+
+    def checkpoint(self, server_round: int) -> None:
+        """Write the state after ``server_round`` (atomically; replaces the previous one)."""
+        ServerCheckpoint(
+            round=server_round,
+            run_token=self.run_token,
+            wall_seconds=self.recorder.wall_seconds,
+            resumed_after=self.recorder.resumed_after,
+            strategy=self.state_dict(),
+        ).save(self.recorder.dir)
+
+    def resume(self, checkpoint: ServerCheckpoint) -> None:
+        """Continue after ``checkpoint.round`` with the state it holds."""
+        self.load_state_dict(checkpoint.strategy)
+        checkpoint.restore_rng()
+        self.run_token = checkpoint.run_token
+        self.first_round = checkpoint.round + 1
+        log.info("resuming after round %d (run %s)", checkpoint.round, self.run_token)
 
     def run_round(self, grid: Grid, server_round: int) -> RoundRecord:
         start = time.monotonic()
@@ -250,14 +306,16 @@ class DistillationStrategy(ABC):
         messages = self.configure_round(server_round, clients, public_idx)
         downlink = sum(m.content[protocol.ROUND_ARRAYS].count_bytes() for m in messages)
         replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
-        result = self.collect(replies, messages, clients, public_idx)
+        result = self.collect(server_round, replies, messages, clients, public_idx)
 
         record = RoundRecord(server_round)
+        struck = set(result.rejected)
         if result.soft_labels:
-            stack = np.stack(result.soft_labels)  # (C, n, K)
-            consensus, class_weight = self.consensus(stack, result.clients)  # (n, K) probs
+            stack = np.stack([self.prepare(s) for s in result.soft_labels])  # (C, n, K)
+            consensus, combined = self.consensus(stack, result.clients)  # (n, K) probs
+            struck |= self._outweighed(result.clients, combined)
             if self.algorithm.consensus_memory:
-                consensus = self.remember(public_idx, consensus, class_weight)
+                consensus = self.remember(public_idx, consensus, combined.class_weight)
             public_y = self.splits.public.y
             if public_y is not None:  # else: the public source's labels are not the task's
                 record.consensus_accuracy = accuracy_of_probs(consensus, public_y[public_idx])
@@ -289,12 +347,46 @@ class DistillationStrategy(ABC):
         record.public_samples = len(public_idx)
         record.uplink_bytes, record.downlink_bytes = result.uplink_bytes, downlink
         record.rejected_bytes = result.rejected_bytes
+        answered = [c.client_id for c in result.clients] + list(result.rejected)
+        self.roster.judge(server_round, answered, struck)
+        record.quarantined = self.roster.quarantined(server_round + 1)
+        record.restarted = self._note_students(server_round, result)
+        record.dp_epsilon = dict(sorted(self.dp_epsilon.items()))
         record.clients = [
             {"client_id": c.client_id, "architecture": c.architecture, **m}
             for c, m in zip(result.clients, result.client_metrics, strict=True)
         ]
         record.round_seconds = time.monotonic() - start
         return record
+
+    def _outweighed(self, clients: Sequence[ClientInfo], combined: Combined) -> set[int]:
+        """Clients the combine rule gave less than ``quarantine.min_share`` of an equal share."""
+        weights, floor = combined.client_weight, self.cfg.quarantine.min_share
+        if weights is None or floor == 0:
+            return set()
+        equal = 1.0 / len(clients)
+        return {c.client_id for c, w in zip(clients, weights, strict=True) if w < floor * equal}
+
+    def _note_students(self, server_round: int, result: RoundReplies) -> list[int]:
+        """Track what the accepted clients trained from; returns those that answered from a
+        student older than their last round (a node that restarted without its state)."""
+        restarted = []
+        for info, metrics in zip(result.clients, result.client_metrics, strict=True):
+            cid = info.client_id
+            trained_from = int(metrics.get(protocol.STUDENT_ROUND, 0))
+            if trained_from < self.last_trained.get(cid, 0):
+                restarted.append(cid)
+                log.warning(
+                    "client %d trained from a student of round %d, not its own of round %d: "
+                    "it lost its state (restarted without a state-dir?)",
+                    cid,
+                    trained_from,
+                    self.last_trained[cid],
+                )
+            self.last_trained[cid] = server_round
+            if protocol.DP_EPSILON in metrics:
+                self.dp_epsilon[cid] = metrics[protocol.DP_EPSILON]
+        return restarted
 
     # ------------------------------------------------------------- steps
     def sample_public(self, server_round: int) -> np.ndarray:
@@ -315,7 +407,9 @@ class DistillationStrategy(ABC):
             arrays[protocol.CONSENSUS_PROBS] = Array(self.state.consensus_probs.astype(np.float16))
         content = RecordDict(
             {
-                protocol.ROUND_CONFIG: ConfigRecord({protocol.SERVER_ROUND: server_round}),
+                protocol.ROUND_CONFIG: ConfigRecord(
+                    {protocol.SERVER_ROUND: server_round, protocol.RUN_TOKEN: self.run_token}
+                ),
                 protocol.ROUND_ARRAYS: ArrayRecord(arrays),
             }
         )
@@ -331,6 +425,7 @@ class DistillationStrategy(ABC):
 
     def collect(
         self,
+        server_round: int,
         replies: Iterable[Message],
         messages: Sequence[Message],
         sent: Sequence[ClientInfo],
@@ -355,7 +450,9 @@ class DistillationStrategy(ABC):
             try:
                 if info is None:
                     raise InvalidReply(f"reply from node {node_id}, which was not sampled")
-                soft, metrics = self._parse_reply(reply.content, len(public_idx), info)
+                soft, metrics = self._parse_reply(
+                    reply.content, server_round, len(public_idx), info
+                )
             except InvalidReply as err:
                 out.rejected[cid] = str(err)
                 out.rejected_bytes += size
@@ -376,7 +473,7 @@ class DistillationStrategy(ABC):
     reply_metric_keys: ClassVar[frozenset[str]] = protocol.REPLY_METRIC_KEYS
 
     def _parse_reply(
-        self, content: RecordDict, num_samples: int, info: ClientInfo
+        self, content: RecordDict, server_round: int, num_samples: int, info: ClientInfo
     ) -> tuple[np.ndarray, dict[str, float]]:
         extra = set(content.keys()) - protocol.ALLOWED_REPLY_RECORDS
         if extra:
@@ -397,6 +494,11 @@ class DistillationStrategy(ABC):
             raise InvalidReply(
                 f"'{protocol.NUM_EXAMPLES}' {metrics[protocol.NUM_EXAMPLES]:.0f} differs from the "
                 f"{info.num_examples} the client described"
+            )
+        trained_from = metrics.get(protocol.STUDENT_ROUND, 0.0)
+        if not (trained_from.is_integer() and 0 <= trained_from < server_round):
+            raise InvalidReply(
+                f"'{protocol.STUDENT_ROUND}' {trained_from} is not a round before {server_round}"
             )
         try:
             soft = arrays[protocol.SOFT_LABELS].numpy()

@@ -91,6 +91,10 @@ class Roster:
     num_classes: int
     clients: dict[int, ClientInfo] = field(default_factory=dict)  # node id -> info
     unusable: dict[int, str] = field(default_factory=dict)  # node id -> why it cannot take part
+    # quarantine (``quarantine.*``), by client id: strikes in a row, and the last round a
+    # quarantined client sits out (None: the rest of the run)
+    strikes: dict[int, int] = field(default_factory=dict)
+    quarantine: dict[int, int | None] = field(default_factory=dict)
 
     def wait_for_nodes(self, grid: Grid) -> None:
         """Wait until ``clients.num_clients`` nodes are connected, or at most
@@ -164,8 +168,48 @@ class Roster:
         )
         if not known:
             raise RuntimeError("no client could describe itself: check the SuperNodes' logs")
+        allowed = [c for c in known if c.client_id not in self.quarantined(server_round)]
+        if not allowed:
+            log.warning(
+                "round %d: every online client is quarantined; asking them anyway", server_round
+            )
+        known = allowed or known
         by_id = {c.client_id: c for c in known}
         return [by_id[i] for i in sample_client_ids(self.cfg, server_round, list(by_id))]
+
+    def quarantined(self, server_round: int) -> list[int]:
+        """Client ids sitting out ``server_round``."""
+        return sorted(
+            cid for cid, last in self.quarantine.items() if last is None or last >= server_round
+        )
+
+    def judge(self, server_round: int, answered: Sequence[int], struck: set[int]) -> list[int]:
+        """Count strikes (a rejected or out-weighed reply) of the clients that ``answered``: a
+        clean round clears a client's strikes, ``quarantine.after`` strikes in a row send it
+        out for ``quarantine.rounds`` rounds. Returns the clients quarantined now."""
+        rule = self.cfg.quarantine
+        sent_out = []
+        for cid in answered:
+            self.strikes[cid] = self.strikes.get(cid, 0) + 1 if cid in struck else 0
+            if rule.after and self.strikes[cid] >= rule.after:
+                self.quarantine[cid] = None if rule.rounds is None else server_round + rule.rounds
+                self.strikes[cid] = 0
+                sent_out.append(cid)
+                log.warning(
+                    "client %d quarantined after %d struck rounds in a row (until %s)",
+                    cid,
+                    rule.after,
+                    "the end" if rule.rounds is None else f"round {server_round + rule.rounds}",
+                )
+        return sent_out
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps (node ids are not: nodes describe themselves again)."""
+        return {"strikes": dict(self.strikes), "quarantine": dict(self.quarantine)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.strikes = dict(state["strikes"])
+        self.quarantine = dict(state["quarantine"])
 
     def offline(self, online: set[int]) -> list[int]:
         """Client ids the server has met whose node is not connected now (left or died)."""

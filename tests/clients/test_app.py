@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from clients.app import MODEL_STATE, app
+from clients.app import STUDENT_STATE, app
 from fedkd import protocol
+from fedkd.checkpoint import StudentState
 from fedkd.config import to_json
 from fedkd.experiment import client_private_data, load_data
 from tests.conftest import digits_config
@@ -21,7 +22,12 @@ def _context(cfg, partition_id=1, num_partitions=4):
     )
 
 
-def _round_message(server_round, public_idx, consensus=None):
+def _student(ctx) -> StudentState:
+    """The student state the app left in ``context.state`` (no state-dir)."""
+    return StudentState.from_bytes(ctx.state.config_records[STUDENT_STATE][STUDENT_STATE])
+
+
+def _round_message(server_round, public_idx, consensus=None, token="run1"):
     arrays = {protocol.PUBLIC_INDICES: Array(public_idx.astype(np.int32))}
     if consensus is not None:
         idx, probs = consensus
@@ -29,7 +35,9 @@ def _round_message(server_round, public_idx, consensus=None):
         arrays[protocol.CONSENSUS_PROBS] = Array(probs.astype(np.float16))
     content = RecordDict(
         {
-            protocol.ROUND_CONFIG: ConfigRecord({protocol.SERVER_ROUND: server_round}),
+            protocol.ROUND_CONFIG: ConfigRecord(
+                {protocol.SERVER_ROUND: server_round, protocol.RUN_TOKEN: token}
+            ),
             protocol.ROUND_ARRAYS: ArrayRecord(arrays),
         }
     )
@@ -72,8 +80,9 @@ def test_kd_round_replies_only_soft_labels_and_metrics(algorithm, kind):
     assert metrics[protocol.TEST_ACCURACY] > 0.5
     # its predictions on the public subset agree with the (hidden) public labels above chance
     assert (soft.argmax(1) == splits.public.y[public_idx]).mean() > 0.5
-    # the student stays on the node, in context.state
-    assert MODEL_STATE in ctx.state.array_records
+    # the student stays on the node, in context.state, with the round it was trained in
+    assert _student(ctx).round == 1
+    assert metrics[protocol.STUDENT_ROUND] == 0  # it started from a fresh student
 
 
 def test_student_persists_in_context_state_and_digests_consensus():
@@ -138,7 +147,7 @@ def test_an_attacking_client_learns_honestly_and_lies_only_in_what_it_sends():
     for cfg, partition in runs:
         ctx = _context(cfg, partition_id=partition)
         replies.append(app(_round_message(1, public_idx), ctx))
-        states.append(ctx.state.array_records[MODEL_STATE].to_torch_state_dict())
+        states.append(_student(ctx).weights)
 
     def soft(reply):
         return reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()

@@ -87,9 +87,9 @@ def test_consensus_pipeline_class_weighted_then_the_algorithms_formula(tmp_path)
     clients = _clients((10, 0), (0, 10))
     probs = np.array([[[0.8, 0.2]], [[0.6, 0.4]]], dtype=np.float32)
     cfg = digits_config("algorithm.combine=class_weighted", "algorithm.postprocess=null")
-    consensus, class_weight = _strategy(cfg, tmp_path).consensus(probs, clients)
+    consensus, combined = _strategy(cfg, tmp_path).consensus(probs, clients)
     np.testing.assert_allclose(consensus, [[0.8 / 1.2, 0.4 / 1.2]], rtol=1e-5)  # renormalised
-    np.testing.assert_allclose(class_weight, [10, 10])
+    np.testing.assert_allclose(combined.class_weight, [10, 10])
     logits = np.array([[[2.0, 0.0]], [[0.0, 4.0]]], dtype=np.float32)
     fedmd = digits_config("algorithm=fedmd", "algorithm.combine=class_weighted")
     consensus, _ = _strategy(fedmd, tmp_path / "b").consensus(logits, clients)
@@ -235,11 +235,11 @@ def test_superlink_error_for_a_vanished_node_is_attributed_to_that_client(tmp_pa
 
 
 def test_feddf_early_stops_on_holdout_and_refreshes_clients_from_the_global_model(tmp_path):
-    cfg = digits_config("algorithm=feddf", "model.distill_epochs=30")
+    cfg = digits_config("algorithm=feddf", "model.distill_epochs=100")
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     record = strategy.run_round(grid, 1)
     assert record.global_accuracy > 0.5
-    assert 1 <= record.server["epochs"] < 30  # stopped early on the held-out public samples
+    assert 1 <= record.server["epochs"] < 100  # stopped early on the held-out public samples
     # what goes back to the clients is the global model's prediction, not the raw ensemble
     idx = strategy.state.consensus_indices
     logits = predict_logits(strategy.global_model, strategy._public_x[idx])
