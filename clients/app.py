@@ -9,7 +9,7 @@ memory: a restarted node starts afresh, and the server notices).
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,9 +33,11 @@ from fedkd.experiment import (
     planned_rounds,
 )
 from fedkd.models import count_parameters
-from fedkd.privacy import PrivateTrainer, calibrate, steps_per_epoch
 from fedkd.schema import import_object
 from fedkd.training import derive_seed
+
+if TYPE_CHECKING:
+    from fedkd.privacy import PrivateTrainer
 
 STUDENT_STATE = "student"  # context.state key of the student's state (no state-dir)
 # Node config keys (flower-supernode --node-config "..."); simulation sets the partition ones.
@@ -151,12 +153,14 @@ def _save_student(
         context.state[STUDENT_STATE] = ConfigRecord({STUDENT_STATE: state.to_bytes()})
 
 
-def _privacy(node: Node, previous: StudentState | None) -> PrivateTrainer | None:
+def _privacy(node: Node, previous: StudentState | None) -> "PrivateTrainer | None":
     """This client's DP-SGD trainer (``dp.*`` on), its accountant's history restored. A target
     ε is turned into noise for the rounds this client is planned to train in."""
     dp = node.cfg.dp
     if not dp.enabled:
         return None
+    from fedkd.privacy import PrivateTrainer, calibrate, steps_per_epoch  # Opacus: DP runs only
+
     noise = dp.noise_multiplier
     if noise is None:
         assert dp.epsilon is not None

@@ -11,7 +11,7 @@ Subclasses choose what "soft labels" means (``soft_labels``) and the digest temp
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -22,7 +22,6 @@ from fedkd import protocol
 from fedkd.algorithms import Distillation
 from fedkd.config import ExperimentConfig
 from fedkd.data import ArrayDataset
-from fedkd.privacy import PrivateTrainer
 from fedkd.training import (
     LossFn,
     TrainConfig,
@@ -33,6 +32,9 @@ from fedkd.training import (
     supervised_loss,
     train,
 )
+
+if TYPE_CHECKING:  # Opacus costs a second to import: only DP runs load it
+    from fedkd.privacy import PrivateTrainer
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class KDClient(ABC):
         private: ArrayDataset,
         public_x: np.ndarray,
         test: ArrayDataset | None,
-        privacy: PrivateTrainer | None = None,
+        privacy: "PrivateTrainer | None" = None,
     ) -> None:
         if not isinstance(cfg.algorithm, Distillation):
             raise TypeError(f"{cfg.algorithm.kind} is not a distillation algorithm")

@@ -134,14 +134,16 @@ def cap_shares(weights: FloatArray, cap: float) -> NDArray[np.float64]:
     return shares[:, 0] if flat else shares
 
 
-def bound_logits(logits: FloatArray, max_std: float) -> NDArray[np.float32]:
-    """Rows of logits (n, K) centred, and scaled down where their standard deviation exceeds
-    ``max_std``: the softmax of a row keeps its argmax, and no row can weigh more in a mean than
-    one of standard deviation ``max_std``."""
-    arr = np.asarray(logits, dtype=np.float64)
-    centred = arr - arr.mean(axis=1, keepdims=True)
-    std = centred.std(axis=1, keepdims=True)
-    scale = np.minimum(1.0, max_std / np.where(std > 0, std, 1.0))
+def bound_logit_scale(stack: FloatArray) -> NDArray[np.float32]:
+    """Client logits (C, n, K) centred per row, and each row scaled down to at most the median
+    standard deviation of the clients' rows for that sample: the softmax of a row keeps its
+    argmax, a typical client keeps its logits, and a client sending larger ones (by 1e6, say)
+    counts in a mean like a typical one -- no more."""
+    arr = _check_stack(stack)
+    centred = arr - arr.mean(axis=2, keepdims=True)
+    std = centred.std(axis=2, keepdims=True)  # (C, n, 1)
+    cap = np.median(std, axis=0, keepdims=True)  # (1, n, 1)
+    scale = np.minimum(1.0, cap / np.where(std > 0, std, 1.0))
     return (centred * scale).astype(np.float32)
 
 

@@ -116,17 +116,12 @@ class Distillation(Algorithm):
 
 @dataclasses.dataclass(frozen=True)
 class LogitDistillation(Distillation):
-    """Algorithms whose clients share logits: a logit's scale is the client's to choose, so a
-    client scaling its logits by 1e6 would own a mean. Each row is centred and, where its
-    standard deviation exceeds ``max_logit_std``, scaled down to it (null: as sent)."""
+    """Algorithms whose clients share logits. A logit's scale is the client's to choose: one
+    client scaling its logits by 1e6 would own a mean. With ``bound_logits`` (the default) each
+    client's rows are centred and scaled down to at most the round's median scale for that
+    sample (:func:`fedkd.aggregation.bound_logit_scale`), so no client outweighs a typical one."""
 
-    max_logit_std: float | None = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(
-            self.max_logit_std is None or self.max_logit_std > 0, "max_logit_std", "must be > 0"
-        )
+    bound_logits: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

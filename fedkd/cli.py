@@ -62,7 +62,8 @@ def main() -> Any:
         except ConfigError as err:
             log.error("%s", err)
             sys.exit(2)
-        return _task(cfg, resume=True)
+        _task(cfg, resume=True)
+        return None
     except RunInterrupted as stop:  # SIGINT / SIGTERM: the run folder says "interrupted"
         log.warning("%s", stop)
         sys.exit(128 + stop.signum)

@@ -159,8 +159,9 @@ def model_keys(cfg: ExperimentConfig) -> list[tuple[str, Component]]:
 
 def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
     """Load the data and build every model once, before Flower starts: missing or malformed
-    data, a model that cannot be built, or one whose output is not (batch, num_classes), fails
-    here with a :class:`ConfigError` naming the key. ``private=False``: as a deployment server
+    data, a model that cannot be built, one whose output is not (batch, num_classes), or (with
+    ``dp.*``) a client model DP-SGD cannot train, fails here with a :class:`ConfigError`
+    naming the key. ``private=False``: as a deployment server
     loads it (the private data lives on the SuperNodes)."""
     try:
         splits = load_data(cfg, private=private)
@@ -184,6 +185,15 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
                 f"{key}: {spec.kind} must map (batch, C, H, W) to logits (batch, num_classes) = "
                 f"{want}, got {got}"
             )
+        if cfg.dp.enabled and key != "model.architecture":  # the global model sees no records
+            from fedkd.privacy import unsupported_layers  # Opacus: only DP runs import it
+
+            problems = unsupported_layers(model)
+            if problems:
+                raise ConfigError(
+                    f"{key}: {spec.kind} cannot be trained with DP-SGD (dp.*): {problems[0]} "
+                    "Use a model without such layers (GroupNorm instead of BatchNorm)."
+                )
     return splits
 
 

@@ -102,7 +102,8 @@ def write_run_config(cfg: ExperimentConfig, path: Path, resume: bool = False) ->
     blob = to_json(cfg)
     if "'''" in blob:
         raise LaunchError("a config value contains ''' which a TOML literal cannot carry")
-    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n{RUN_RESUME_KEY} = {str(resume).lower()}\n")
+    resuming = f"{RUN_RESUME_KEY} = true\n" if resume else ""  # apps older than resume lack it
+    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n{resuming}")
     return path
 
 

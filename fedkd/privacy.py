@@ -22,6 +22,7 @@ can_afford`) and keeps answering with the student it has.
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -140,7 +141,9 @@ class PrivateTrainer:
                 wrap_model=False,
             )
             try:
-                terms = self._epochs(model, private_loader, optimizer, loss_fn, cfg, generator)
+                with warnings.catch_warnings():  # inputs never require gradients: expected
+                    warnings.filterwarnings("ignore", "Full backward hook is firing")
+                    terms = self._epochs(model, private_loader, optimizer, loss_fn, cfg, generator)
             finally:
                 hooks.cleanup()
         self.history = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]

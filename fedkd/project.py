@@ -55,6 +55,7 @@ clientapp = "clients.app:app"
 # --run-config 'overrides="experiment=example"'
 cfg-json = ""
 overrides = ""
+resume = false  # true: continue the run in cfg-json's output_dir from its checkpoint
 """
 
 _NETS_TEMPLATE: Final = '''\

@@ -151,10 +151,10 @@ class DistillationStrategy(ABC):
         """The algorithm's one formula: merged soft labels (n, K), in the space clients send
         (``soft_label_kind``), to consensus probabilities (n, K)."""
 
-    def prepare(self, soft_labels: np.ndarray) -> np.ndarray:
-        """One accepted reply's soft labels (n, K) before they are merged (default: as sent;
-        logit algorithms bound their scale)."""
-        return soft_labels
+    def prepare(self, stack: np.ndarray) -> np.ndarray:
+        """The accepted replies' soft labels (C, n, K) before they are merged (default: as
+        sent; logit algorithms bound their scale)."""
+        return stack
 
     def consensus(
         self, soft_labels: np.ndarray, clients: Sequence[ClientInfo]
@@ -311,7 +311,7 @@ class DistillationStrategy(ABC):
         record = RoundRecord(server_round)
         struck = set(result.rejected)
         if result.soft_labels:
-            stack = np.stack([self.prepare(s) for s in result.soft_labels])  # (C, n, K)
+            stack = self.prepare(np.stack(result.soft_labels))  # (C, n, K)
             consensus, combined = self.consensus(stack, result.clients)  # (n, K) probs
             struck |= self._outweighed(result.clients, combined)
             if self.algorithm.consensus_memory:

@@ -19,12 +19,10 @@ from server.strategies.base import DistillationStrategy
 class FedMD(DistillationStrategy):
     soft_label_kind = "logits"
 
-    def prepare(self, soft_labels: np.ndarray) -> np.ndarray:
-        """Each client's logits centred and bounded (``algorithm.max_logit_std``)."""
-        bound = (
-            self.algorithm.max_logit_std if isinstance(self.algorithm, LogitDistillation) else None
-        )
-        return soft_labels if bound is None else aggregation.bound_logits(soft_labels, bound)
+    def prepare(self, stack: np.ndarray) -> np.ndarray:
+        """The clients' logits centred and bounded in scale (``algorithm.bound_logits``)."""
+        bound = isinstance(self.algorithm, LogitDistillation) and self.algorithm.bound_logits
+        return aggregation.bound_logit_scale(stack) if bound else stack
 
     def to_probs(self, scores: np.ndarray) -> np.ndarray:
         """Merged logits softened by ``T``: ``softmax(scores / T)``."""

@@ -42,3 +42,59 @@ def test_signal_stops_the_run_cleanly(tmp_path: Path, signum: int):
     assert 1 <= summary["rounds"] == len(read_metrics(out)) < 500
     time.sleep(2)  # processes already killed may take a moment to be reaped
     assert still_running(tree) == [], f"left behind: {still_running(tree)}"
+
+
+RESUMABLE = [
+    "experiment=digits_quick", "num_rounds=4", "model.ema_decay=0.5", "clients.fraction=0.5",
+    "attack=replay", "attack.clients=[1]", "dp.noise_multiplier=1.0",
+]  # fmt: skip  -- every kind of state: EMA, running consensus, sampling, an attacker, DP
+
+
+def _fedkd(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedkd", *args], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _comparable(run: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(r.to_json()).items() if k != "round_seconds"}
+        for r in read_metrics(run)
+    ]
+
+
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_metrics(tmp_path: Path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    proc = _fedkd(*RESUMABLE, f"output_dir={straight}", f"hydra.run.dir={straight}", cwd=tmp_path)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+
+    proc = _fedkd(*RESUMABLE, f"output_dir={stopped}", f"hydra.run.dir={stopped}", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not ((stopped / "metrics.jsonl").is_file() and len(read_metrics(stopped)) >= 2):
+            assert proc.poll() is None, proc.stdout.read()[-3000:] if proc.stdout else ""
+            assert time.monotonic() < deadline, "no second round in 300 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 2 <= summary["rounds"] < 4, output[-3000:]
+    assert (stopped / "checkpoint" / "server.pt").is_file()
+
+    proc = _fedkd(f"resume={stopped}", cwd=tmp_path)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 4
+    assert summary["resumed_after"] in ([2], [3])
+    assert _comparable(stopped) == _comparable(straight)  # identical, round by round
+    assert not (stopped / "checkpoint").exists()  # a completed run keeps no states
+
+    proc = _fedkd(f"resume={stopped}", cwd=tmp_path)  # nothing left to resume
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "nothing to resume" in output

@@ -187,3 +187,30 @@ def test_inflated_counts_buy_at_most_the_cap():
     assert blind[0].argmax() == 1 and capped[0].argmax() == 0
     with pytest.raises(ValueError, match="max_share"):
         aggregation.WeightedMean(max_share=0.0)
+
+
+def test_bound_logit_scale_caps_each_row_at_the_median_scale():
+    from fedkd.aggregation import bound_logit_scale
+
+    honest = np.array([[2.0, 0.0, -2.0]])  # std sqrt(8/3)
+    stack = np.stack([honest, honest + 5.0, honest * 0.5, -1e6 * honest])  # (4, 1, 3)
+    out = bound_logit_scale(stack)
+    np.testing.assert_allclose(out.mean(axis=2), 0.0, atol=1e-4)  # centred
+    np.testing.assert_allclose(out[0], honest, rtol=1e-6)  # a typical row is kept
+    np.testing.assert_allclose(out[1], honest, rtol=1e-6)  # a shift is only a shift
+    np.testing.assert_allclose(out[2], 0.5 * honest, rtol=1e-6)  # smaller rows stay small
+    np.testing.assert_allclose(out[3], -honest, rtol=1e-5)  # the huge one: typical size
+    assert out.mean(axis=0)[0].argmax() == 0  # the liar no longer owns the mean's argmax
+
+
+def test_reputation_reports_each_clients_share():
+    from fedkd.aggregation import Reputation
+
+    rule = Reputation()
+    honest = np.array([[0.9, 0.1]])
+    stack = np.stack([honest, honest, honest, np.array([[0.0, 1.0]])])
+    for _ in range(3):
+        combined = rule(stack, np.ones(4), None, client_ids=[0, 1, 2, 3])
+    assert combined.client_weight is not None
+    np.testing.assert_allclose(combined.client_weight.sum(), 1.0)
+    assert combined.client_weight[3] < 0.1 * 0.25 < combined.client_weight[0]
