@@ -8,7 +8,8 @@ Flower connection named ``local-cluster`` into ``W/flwr-home/config.toml`` and t
 ``W/cluster.json``; ``down`` stops exactly those PIDs. With ``--tls`` it creates a test CA,
 enables SuperNode authentication and registers each node's public key. Nodes get
 ``partition-id``/``num-partitions``, or ``data-dir=<data-root>/client-<i>`` with ``--data-root``
-(see ``fedkd-export-partitions``). Then:
+(see ``fedkd-export-partitions``), and ``state-dir=W/supernode-<i>/state``: a node restarted
+with the same node config continues from its student instead of from scratch. Then:
 
     FLWR_HOME=W/flwr-home fedkd mode=deploy connection=local-cluster ...
 
@@ -183,10 +184,21 @@ def start_supernode(
     return proc
 
 
-def node_config_for(index: int, num_nodes: int, data_root: Path | None) -> str:
+def node_config_for(
+    index: int, num_nodes: int, data_root: Path | None, state_dir: Path | None = None
+) -> str:
+    """SuperNode ``index``'s ``--node-config``: its data (its own files under ``data_root``, or a
+    demo partition) and, with ``state_dir``, where it keeps its students across restarts."""
     if data_root is not None:
-        return f'data-dir="{data_root / f"client-{index}"}" client-id={index}'
-    return f"partition-id={index} num-partitions={num_nodes}"
+        config = f'data-dir="{data_root / f"client-{index}"}" client-id={index}'
+    else:
+        config = f"partition-id={index} num-partitions={num_nodes}"
+    return config if state_dir is None else f'{config} state-dir="{state_dir}"'
+
+
+def node_state_dir(state: ClusterState, index: int) -> Path:
+    """Where the cluster's SuperNode ``index`` keeps its students (survives its restarts)."""
+    return Path(state.workdir) / f"supernode-{index}" / "state"
 
 
 def up(workdir: Path, num_nodes: int, tls: bool, data_root: Path | None = None) -> ClusterState:
@@ -195,7 +207,8 @@ def up(workdir: Path, num_nodes: int, tls: bool, data_root: Path | None = None) 
     try:
         for i in range(num_nodes):
             key = register_node_key(state, i)[0] if tls else None
-            start_supernode(state, i, node_config_for(i, num_nodes, data_root), key)
+            config = node_config_for(i, num_nodes, data_root, node_state_dir(state, i))
+            start_supernode(state, i, config, key)
     except BaseException:
         down(workdir)
         raise
