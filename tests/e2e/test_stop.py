@@ -45,8 +45,13 @@ def test_signal_stops_the_run_cleanly(tmp_path: Path, signum: int):
 
 
 RESUMABLE = [
-    "experiment=digits_quick", "num_rounds=4", "model.ema_decay=0.5", "clients.fraction=0.5",
-    "attack=replay", "attack.clients=[1]", "dp.noise_multiplier=1.0",
+    "experiment=digits_quick",
+    "num_rounds=4",
+    "model.ema_decay=0.5",
+    "clients.fraction=0.5",
+    "attack=replay",
+    "attack.clients=[1]",
+    "dp.noise_multiplier=1.0",
 ]  # fmt: skip  -- every kind of state: EMA, running consensus, sampling, an attacker, DP
 
 
