@@ -325,20 +325,56 @@ class Reputation:
     ) -> Combined:
         arr = _check_stack(stack)
         ids = list(range(arr.shape[0])) if client_ids is None else list(client_ids)
+        self._record(arr, ids)
+        weights = self.weights(ids)
+        return Combined(weighted_mean(arr, weights), client_weight=weights)
+
+    def _record(self, arr: NDArray[np.float64], client_ids: list[int]) -> None:
+        """Fold this round's distances to the median into the clients' records."""
         distance = 0.5 * np.abs(arr - np.median(arr, axis=0)).sum(axis=2).mean(axis=1)  # (C,)
-        for cid, d in zip(ids, distance, strict=True):
+        for cid, d in zip(client_ids, distance, strict=True):
             old = self._records.get(cid)
             self._records[cid] = (
                 float(d) if old is None else self.decay * old + (1 - self.decay) * d
             )
-        weights = self.weights(ids)
-        return Combined(weighted_mean(arr, weights), client_weight=weights)
 
     def weights(self, client_ids: list[int]) -> NDArray[np.float64]:
         """The weights the clients would get now (for logs and tests), normalised."""
         record = np.array([self._records[c] for c in client_ids])
         weights = np.exp(-self.sharpness * (record - record.min()))
         return weights / weights.sum()
+
+
+@dataclass(frozen=True)
+class ClassWeightedReputation(Reputation, _CappedShares):
+    """:class:`Reputation` on top of class weighting (:class:`ClassWeighted`): for each class,
+    a client's say is its (capped) example count of that class times its reputation weight. The
+    recommended method's per-class merge, with a liar's history taking its say away."""
+
+    needs_class_counts: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        Reputation.__post_init__(self)
+        _CappedShares.__post_init__(self)
+
+    def __call__(
+        self,
+        stack: FloatArray,
+        num_examples: FloatArray,
+        class_counts: FloatArray | None,
+        client_ids: list[int] | None = None,
+    ) -> Combined:
+        if class_counts is None:
+            raise ValueError("class-weighted combining needs the clients' class counts")
+        arr = _check_stack(stack)
+        ids = list(range(arr.shape[0])) if client_ids is None else list(client_ids)
+        self._record(arr, ids)
+        reputation = self.weights(ids)  # (C,)
+        counts = np.asarray(class_counts, dtype=np.float64)
+        if self.max_share < 1:
+            counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
+        scores, totals = class_weighted_mean(arr, counts * reputation[:, None])
+        return Combined(scores, totals, client_weight=reputation)
 
 
 COMBINE_RULES: Final[dict[str, type[CombineRule]]] = {
@@ -348,6 +384,7 @@ COMBINE_RULES: Final[dict[str, type[CombineRule]]] = {
     "median": Median,
     "trimmed_mean": TrimmedMean,
     "reputation": Reputation,
+    "class_weighted_reputation": ClassWeightedReputation,
 }
 
 

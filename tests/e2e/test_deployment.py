@@ -37,9 +37,16 @@ def run_deploy(state: cluster.ClusterState, out: Path, *overrides: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+# the fault test's federation: one more node, whose client lies in every round it answers
+FAULT_NODES = NUM_NODES + 1
+LIAR = FAULT_NODES - 1
+FAULTS = [f"clients.num_clients={FAULT_NODES}", "algorithm.combine=median",
+          "attack=sharpened", f"attack.clients=[{LIAR}]"]  # fmt: skip
+
+
 @pytest.fixture
 def plain_cluster(tmp_path):
-    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=False)
+    state = cluster.up(tmp_path / "cluster", FAULT_NODES, tls=False)
     yield state
     cluster.down(Path(state.workdir))
 
@@ -81,23 +88,25 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
     assert all(r.round_seconds > 0 for r in read_metrics(tmp_path / "tls"))
 
 
-def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(
+def test_dead_node_does_not_hang_the_run_a_restarted_one_continues_and_a_liar_is_outvoted(
     plain_cluster, tmp_path, user_project
 ):
     """Run from a user project whose own model class some clients and the global model use:
-    the class reaches the SuperNodes in the app bundle, as Flower ships an app."""
+    the class reaches the SuperNodes in the app bundle, as Flower ships an app. One SuperNode
+    dies and comes back (with its state-dir: it continues from its student), another lies."""
     state, out = plain_cluster, tmp_path / "faults"
     env = {**os.environ, "FLWR_HOME": str(state.flwr_home)}
     run = subprocess.Popen(
         # short enough that the dead node costs little, long enough for a busy machine
-        deploy_command(out, "num_rounds=5", "round_timeout=45", *USER_MODEL_OVERRIDES),
+        deploy_command(out, "num_rounds=5", "round_timeout=45", *FAULTS, *USER_MODEL_OVERRIDES),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=user_project,
     )  # fmt: skip
     try:
         _wait_for_rounds(out, 1, run)
         cluster.stop_pid(state.supernode_pids[2])  # client 2 dies after round 1
         _wait_for_rounds(out, 3, run)
-        cluster.start_supernode(state, 2, "partition-id=2 num-partitions=3")  # ... and comes back
+        config = cluster.node_config_for(2, FAULT_NODES, None, cluster.node_state_dir(state, 2))
+        cluster.start_supernode(state, 2, config)  # ... and comes back, its disk intact
         output, _ = run.communicate(timeout=600)
     finally:
         if run.poll() is None:
@@ -113,9 +122,15 @@ def test_dead_node_does_not_hang_the_run_and_a_restarted_one_rejoins(
     assert summary["missing_by_client"].get("2")
     assert all(r.num_accepted >= 2 for r in rounds)  # the others carried on
     assert 2 in {c["client_id"] for c in rounds[-1].clients}, "node 2 did not rejoin"
+    # it trained from its own student of round 1, not from scratch, and nobody saw a restart
+    back = next(c for r in rounds[3:] for c in r.clients if c["client_id"] == 2)
+    assert back["student-round"] == 1
+    assert not any(r.restarted for r in rounds)
+    # the liar's well-formed replies were accepted every round, and out-voted by the median
+    assert all(LIAR in {c["client_id"] for c in r.clients} for r in rounds)
     assert summary["final_global_accuracy"] >= 0.80
     archs = {c["client_id"]: c["architecture"] for c in summary["clients"]}
-    assert archs == {0: "cnn", 1: "usermodels.Perceptron", 2: "cnn"}
+    assert archs == {0: "cnn", 1: "usermodels.Perceptron", 2: "cnn", 3: "usermodels.Perceptron"}
     assert json.loads((out / "config.json").read_text())["model"]["architecture"] == (
         "usermodels.Perceptron"
     )

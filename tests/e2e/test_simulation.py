@@ -45,6 +45,7 @@ def test_clients_sent_only_soft_labels_counts_and_metrics(dsfl_run: Path):
                 "test-loss",
                 "train-loss",
                 "digest-loss",
+                "student-round",
             }
 
 

@@ -214,3 +214,27 @@ def test_reputation_reports_each_clients_share():
     assert combined.client_weight is not None
     np.testing.assert_allclose(combined.client_weight.sum(), 1.0)
     assert combined.client_weight[3] < 0.1 * 0.25 < combined.client_weight[0]
+
+
+def test_class_weighted_reputation_weighs_classes_by_counts_and_liars_by_history():
+    from fedkd.aggregation import ClassWeighted, ClassWeightedReputation
+
+    # client 0 holds only class 0, client 1 only class 1, client 2 both; client 3 lies
+    counts = np.array([[10, 0], [0, 10], [5, 5], [10, 10]], dtype=float)
+    honest = np.array([[0.8, 0.2]])
+    stack = np.stack([honest, honest, honest, np.array([[0.0, 1.0]])])
+    rule = ClassWeightedReputation()
+    first = rule(stack, counts.sum(1), counts, client_ids=[0, 1, 2, 3])
+    # one round: the liar's record is its distance alone; it already weighs least
+    assert first.client_weight.argmin() == 3
+    for _ in range(5):
+        later = rule(stack, counts.sum(1), counts, client_ids=[0, 1, 2, 3])
+    np.testing.assert_allclose(later.scores, [[0.8, 0.2]], atol=1e-3)  # the liar is gone
+    # without a liar it is class weighting exactly
+    clean = np.stack([honest, np.array([[0.6, 0.4]]), honest])
+    fresh = ClassWeightedReputation(sharpness=0.0)
+    np.testing.assert_allclose(
+        fresh(clean, counts[:3].sum(1), counts[:3], client_ids=[0, 1, 2]).scores,
+        ClassWeighted()(clean, counts[:3].sum(1), counts[:3]).scores,
+        rtol=1e-6,
+    )
