@@ -25,11 +25,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedkd.config import ExperimentConfig, compose, to_json
+from grid import is_done
+
+from fedkd.config import compose
 from fedkd.launch import RunInterrupted, run
 from fedkd.logs import configure_logging
 from fedkd.report import report
-from fedkd.results import CONFIG_FILE, SUMMARY_FILE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("fedkd.benchmark")
@@ -94,18 +95,6 @@ def overrides_for(method: str, alpha: float, seed: int, matrix: Matrix, out: Pat
         f"num_rounds={rounds}",
         f"output_dir={out}",
     ]
-
-
-def is_done(out: Path, cfg: ExperimentConfig) -> bool:
-    """Finished, with the config ``cfg`` (where it was written aside, the matrix being portable)."""
-    try:
-        summary = json.loads((out / SUMMARY_FILE).read_text())
-        config = json.loads((out / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # never started, or interrupted before its files were whole
-    wanted = json.loads(to_json(cfg))
-    same = {**config, "output_dir": wanted["output_dir"]} == wanted
-    return summary.get("status") == "completed" and same
 
 
 def main() -> None:

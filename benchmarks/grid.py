@@ -1,0 +1,74 @@
+"""Shared by the benchmark scripts: named jobs, each one `fedkd` run, resumable.
+
+A job's run folder is ``<root>/runs/<name>``. A job whose ``summary.json`` says "completed" and
+whose ``config.json`` is the config the job asks for now is skipped, so an interrupted grid
+resumes (re-run the script) and a changed job is re-run. SIGINT/SIGTERM stop the current run
+cleanly (its folder says "interrupted"; the next invocation resumes it from its checkpoint).
+"""
+
+import json
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedkd.config import ExperimentConfig, compose, to_json
+from fedkd.launch import resume_config, run
+from fedkd.results import CONFIG_FILE, SUMMARY_FILE
+
+log = logging.getLogger("fedkd.benchmark")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # its run folder's name
+    overrides: tuple[str, ...]  # Hydra overrides (output_dir is added)
+
+
+def is_done(out: Path, cfg: ExperimentConfig) -> bool:
+    """Finished, with the config ``cfg`` (where it was written aside, the grid being portable)."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        config = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # never started, or interrupted before its files were whole
+    return summary.get("status") == "completed" and _same(config, cfg)
+
+
+def _same(config: dict, cfg: ExperimentConfig) -> bool:
+    wanted = json.loads(to_json(cfg))
+    return {**config, "output_dir": wanted["output_dir"]} == wanted
+
+
+def _interrupted(out: Path, cfg: ExperimentConfig) -> bool:
+    """A stopped run of this very config, which can continue from its checkpoint."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        config = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return summary.get("status") == "interrupted" and _same(config, cfg)
+
+
+def run_jobs(root: Path, jobs: Sequence[Job], only: Sequence[str] | None = None) -> list[Path]:
+    """Run the jobs not yet done (those whose name contains one of ``only``, if given);
+    return the run folders of every finished job, in the jobs' order."""
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    finished = []
+    for i, job in enumerate(jobs, 1):
+        out = root / "runs" / job.name
+        cfg = compose([*job.overrides, f"output_dir={out}"])
+        wanted = not only or any(o in job.name for o in only)
+        if wanted and not is_done(out, cfg):
+            log.info("[%d/%d] %s -> %s", i, len(jobs), job.name, out)
+            try:
+                if _interrupted(out, cfg):
+                    run(resume_config(out), resume=True)
+                else:
+                    run(cfg)
+            except Exception:  # one failed run must not stop the grid; its folder says why
+                log.error("run %s failed:\n%s", job.name, traceback.format_exc())
+        if is_done(out, cfg):
+            finished.append(out)
+    return finished
