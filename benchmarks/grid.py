@@ -51,15 +51,17 @@ def _interrupted(out: Path, cfg: ExperimentConfig) -> bool:
     return summary.get("status") == "interrupted" and _same(config, cfg)
 
 
-def run_jobs(root: Path, jobs: Sequence[Job], only: Sequence[str] | None = None) -> list[Path]:
-    """Run the jobs not yet done (those whose name contains one of ``only``, if given);
-    return the run folders of every finished job, in the jobs' order."""
+def run_jobs(
+    root: Path, jobs: Sequence[Job], only: Sequence[str] | None = None, execute: bool = True
+) -> list[Path]:
+    """Run the jobs not yet done (those whose name contains one of ``only``, if given; none
+    without ``execute``); return the run folders of every finished job, in the jobs' order."""
     (root / "runs").mkdir(parents=True, exist_ok=True)
     finished = []
     for i, job in enumerate(jobs, 1):
         out = root / "runs" / job.name
         cfg = compose([*job.overrides, f"output_dir={out}"])
-        wanted = not only or any(o in job.name for o in only)
+        wanted = execute and (not only or any(o in job.name for o in only))
         if wanted and not is_done(out, cfg):
             log.info("[%d/%d] %s -> %s", i, len(jobs), job.name, out)
             try:
