@@ -1,5 +1,7 @@
 """Checks on what clients send back, before anything of it reaches the consensus."""
 
+from typing import Any
+
 import numpy as np
 
 from fedkd.protocol import DP_EPSILON, DP_EXHAUSTED, NUM_EXAMPLES, TEST_ACCURACY
@@ -36,6 +38,24 @@ def check_metrics(metrics: dict[str, object], allowed: frozenset[str]) -> dict[s
     if out.get(DP_EXHAUSTED, 0.0) not in (0.0, 1.0):
         raise InvalidReply(f"'{DP_EXHAUSTED}' must be 0 or 1, got {out[DP_EXHAUSTED]}")
     return out
+
+
+NPY_HEADER_MAX = 4096  # bytes of np.save's header (a few hundred for a 2-D array)
+
+
+def check_array_header(array: Any, shape: tuple[int, ...]) -> None:
+    """Raise :class:`InvalidReply` unless a Flower ``Array`` declares ``shape`` and a float16 or
+    float32 dtype, and its payload is no bigger than such an array -- checked on the metadata,
+    before anything is decoded."""
+    if getattr(array, "stype", None) != "numpy.ndarray":
+        raise InvalidReply(f"soft labels serialised as {getattr(array, 'stype', '?')!r}")
+    if tuple(array.shape) != shape:
+        raise InvalidReply(f"declared shape {tuple(array.shape)} != expected {shape}")
+    if array.dtype not in ("float16", "float32"):
+        raise InvalidReply(f"declared dtype {array.dtype} is not float16/float32")
+    limit = int(np.prod(shape)) * np.dtype(array.dtype).itemsize + NPY_HEADER_MAX
+    if len(array.data) > limit:
+        raise InvalidReply(f"payload of {len(array.data)} bytes for a {shape} {array.dtype} array")
 
 
 def check_soft_labels(

@@ -48,7 +48,7 @@ from fedkd.training import (
     predict_logits,
     train,
 )
-from fedkd.validation import InvalidReply, check_metrics, check_soft_labels
+from fedkd.validation import InvalidReply, check_array_header, check_metrics, check_soft_labels
 from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, reply_bytes
 
 log = logging.getLogger("fedkd.server")
@@ -500,6 +500,9 @@ class DistillationStrategy(ABC):
             raise InvalidReply(
                 f"'{protocol.STUDENT_ROUND}' {trained_from} is not a round before {server_round}"
             )
+        check_array_header(
+            arrays[protocol.SOFT_LABELS], (num_samples, self.splits.num_classes)
+        )  # before decoding: what it claims to be, and no bigger than that
         try:
             soft = arrays[protocol.SOFT_LABELS].numpy()
         except Exception as err:  # a corrupt payload must not end the round

@@ -37,3 +37,23 @@ def test_accepts_valid_probs_and_logits_and_only_as_what_they_are():
 def test_rejects_malformed(array, kind, match):
     with pytest.raises(InvalidReply, match=match):
         check_soft_labels(array, 4, 3, kind)
+
+
+def test_an_arrays_header_is_checked_before_its_payload_is_decoded():
+    import numpy as np
+    import pytest
+    from flwr.app import Array
+
+    from fedkd.validation import InvalidReply, check_array_header
+
+    good = Array(np.zeros((5, 10), np.float16))
+    check_array_header(good, (5, 10))
+    padded = Array(
+        dtype="float16", shape=[5, 10], stype="numpy.ndarray", data=good.data + bytes(10**6)
+    )
+    with pytest.raises(InvalidReply, match="payload of"):
+        check_array_header(padded, (5, 10))
+    with pytest.raises(InvalidReply, match="declared shape"):
+        check_array_header(Array(np.zeros((6, 10), np.float16)), (5, 10))
+    with pytest.raises(InvalidReply, match="declared dtype"):
+        check_array_header(Array(np.zeros((5, 10), np.float64)), (5, 10))
