@@ -49,7 +49,7 @@ def test_an_arrays_header_is_checked_before_its_payload_is_decoded():
     good = Array(np.zeros((5, 10), np.float16))
     check_array_header(good, (5, 10))
     padded = Array(
-        dtype="float16", shape=[5, 10], stype="numpy.ndarray", data=good.data + bytes(10**6)
+        dtype="float16", shape=(5, 10), stype="numpy.ndarray", data=good.data + bytes(10**6)
     )
     with pytest.raises(InvalidReply, match="payload of"):
         check_array_header(padded, (5, 10))
