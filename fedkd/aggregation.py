@@ -329,9 +329,21 @@ class Reputation:
         weights = self.weights(ids)
         return Combined(weighted_mean(arr, weights), client_weight=weights)
 
-    def _record(self, arr: NDArray[np.float64], client_ids: list[int]) -> None:
-        """Fold this round's distances to the median into the clients' records."""
-        distance = 0.5 * np.abs(arr - np.median(arr, axis=0)).sum(axis=2).mean(axis=1)  # (C,)
+    def _record(
+        self,
+        arr: NDArray[np.float64],
+        client_ids: list[int],
+        relevance: NDArray[np.float64] | None = None,
+    ) -> None:
+        """Fold this round's distances to the median into the clients' records: each client's
+        mean total variation over the samples, weighted by ``relevance`` (C, n) where given."""
+        tv = 0.5 * np.abs(arr - np.median(arr, axis=0)).sum(axis=2)  # (C, n)
+        if relevance is None:
+            distance = tv.mean(axis=1)
+        else:
+            mass = relevance.sum(axis=1)
+            judged = (tv * relevance).sum(axis=1) / np.where(mass > 0, mass, 1.0)
+            distance = np.where(mass > 0, judged, tv.mean(axis=1))  # no evidence: all samples
         for cid, d in zip(client_ids, distance, strict=True):
             old = self._records.get(cid)
             self._records[cid] = (
@@ -349,7 +361,12 @@ class Reputation:
 class ClassWeightedReputation(Reputation, _CappedShares):
     """:class:`Reputation` on top of class weighting (:class:`ClassWeighted`): for each class,
     a client's say is its (capped) example count of that class times its reputation weight. The
-    recommended method's per-class merge, with a liar's history taking its say away."""
+    recommended method's per-class merge, with a liar's history taking its say away.
+
+    Under label skew an honest client cannot know the classes it never saw, so it is judged
+    only on the samples the median assigns to a class it holds (at least half an even share of
+    its examples): where it can be right. A client claiming classes to be judged on them gets a
+    say on exactly those, and is judged there."""
 
     needs_class_counts: ClassVar[bool] = True
 
@@ -368,9 +385,12 @@ class ClassWeightedReputation(Reputation, _CappedShares):
             raise ValueError("class-weighted combining needs the clients' class counts")
         arr = _check_stack(stack)
         ids = list(range(arr.shape[0])) if client_ids is None else list(client_ids)
-        self._record(arr, ids)
-        reputation = self.weights(ids)  # (C,)
         counts = np.asarray(class_counts, dtype=np.float64)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)  # (C, K)
+        holds = share >= 0.5 / counts.shape[1]
+        median_class = np.median(arr, axis=0).argmax(axis=1)  # (n,)
+        self._record(arr, ids, holds[:, median_class].astype(np.float64))
+        reputation = self.weights(ids)  # (C,)
         if self.max_share < 1:
             counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
         scores, totals = class_weighted_mean(arr, counts * reputation[:, None])

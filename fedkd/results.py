@@ -59,7 +59,8 @@ class RoundRecord:
     rejected_bytes: int = 0  # every record of the rejected replies
     downlink_bytes: int = 0
     round_seconds: float = 0.0
-    clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients' metrics
+    clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients: their
+    # metrics, and their share of the merge ("combine_weight") where the rule judges clients
     server: dict[str, float] = field(default_factory=dict)  # the server's loss terms
 
     @property

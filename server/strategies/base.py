@@ -310,10 +310,16 @@ class DistillationStrategy(ABC):
 
         record = RoundRecord(server_round)
         struck = set(result.rejected)
+        weights: dict[int, float] = {}  # client id -> its share of the merge, where judged
         if result.soft_labels:
             stack = self.prepare(np.stack(result.soft_labels))  # (C, n, K)
             consensus, combined = self.consensus(stack, result.clients)  # (n, K) probs
             struck |= self._outweighed(result.clients, combined)
+            if combined.client_weight is not None:
+                weights = {
+                    c.client_id: float(w)
+                    for c, w in zip(result.clients, combined.client_weight, strict=True)
+                }
             if self.algorithm.consensus_memory:
                 consensus = self.remember(public_idx, consensus, combined.class_weight)
             public_y = self.splits.public.y
@@ -353,7 +359,12 @@ class DistillationStrategy(ABC):
         record.restarted = self._note_students(server_round, result)
         record.dp_epsilon = dict(sorted(self.dp_epsilon.items()))
         record.clients = [
-            {"client_id": c.client_id, "architecture": c.architecture, **m}
+            {
+                "client_id": c.client_id,
+                "architecture": c.architecture,
+                **m,
+                **({"combine_weight": weights[c.client_id]} if weights else {}),
+            }
             for c, m in zip(result.clients, result.client_metrics, strict=True)
         ]
         record.round_seconds = time.monotonic() - start
@@ -419,6 +430,9 @@ class DistillationStrategy(ABC):
                 dst_node_id=c.node_id,
                 message_type=protocol.KD_ROUND,
                 group_id=str(server_round),
+                # expires with the round: a node restarting later (under node authentication it
+                # keeps its node id) must not train on rounds the server has closed
+                ttl=self.cfg.round_timeout,
             )
             for c in clients
         ]

@@ -148,7 +148,8 @@ class Roster:
                 self.unusable[node_id] = str(err)
                 log.warning("node %d cannot take part: %s", node_id, err)
                 continue
-            # A restarted SuperNode comes back under a new node id: forget the old one.
+            # A SuperNode restarted without node authentication comes back under a new node id:
+            # forget the old one. (With authentication it keeps its id and is not asked again.)
             for old in [n for n, c in self.clients.items() if c.client_id == info.client_id]:
                 del self.clients[old]
             self.clients[node_id] = info
