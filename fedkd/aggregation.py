@@ -147,6 +147,17 @@ def bound_logit_scale(stack: FloatArray) -> NDArray[np.float32]:
     return (centred * scale).astype(np.float32)
 
 
+def clip_counts(counts: FloatArray, ratio: float) -> NDArray[np.float64]:
+    """Per-class counts (C, K) of clients whose total exceeds ``ratio`` times the median total
+    scaled down to that bound (their class proportions kept): reported counts are untrusted,
+    and inflating them buys at most ``ratio`` times a typical client's say."""
+    arr = np.asarray(counts, dtype=np.float64)
+    totals = arr.sum(axis=1)
+    bound = ratio * np.median(totals)
+    scale = np.minimum(1.0, bound / np.where(totals > 0, totals, 1.0))
+    return arr * scale[:, None]
+
+
 def normalize_rows(scores: FloatArray) -> NDArray[np.float32]:
     """Non-negative rows (n, K) rescaled to sum to 1 (all-zero rows become uniform)."""
     arr = np.asarray(scores, dtype=np.float64)
@@ -366,13 +377,20 @@ class ClassWeightedReputation(Reputation, _CappedShares):
     Under label skew an honest client cannot know the classes it never saw, so it is judged
     only on the samples the median assigns to a class it holds (at least half an even share of
     its examples): where it can be right. A client claiming classes to be judged on them gets a
-    say on exactly those, and is judged there."""
+    say on exactly those, and is judged there. Reported counts are clipped at
+    ``max_count_ratio`` times the round's median total (:func:`clip_counts`) before anything
+    else: a liar inflating its counts cannot buy back the say its history took away.
+    """
 
     needs_class_counts: ClassVar[bool] = True
+
+    max_count_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         Reputation.__post_init__(self)
         _CappedShares.__post_init__(self)
+        if self.max_count_ratio < 1:
+            raise ValueError(f"max_count_ratio must be >= 1, got {self.max_count_ratio}")
 
     def __call__(
         self,
@@ -385,7 +403,7 @@ class ClassWeightedReputation(Reputation, _CappedShares):
             raise ValueError("class-weighted combining needs the clients' class counts")
         arr = _check_stack(stack)
         ids = list(range(arr.shape[0])) if client_ids is None else list(client_ids)
-        counts = np.asarray(class_counts, dtype=np.float64)
+        counts = clip_counts(class_counts, self.max_count_ratio)
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)  # (C, K)
         holds = share >= 0.5 / counts.shape[1]
         median_class = np.median(arr, axis=0).argmax(axis=1)  # (n,)

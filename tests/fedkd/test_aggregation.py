@@ -238,3 +238,12 @@ def test_class_weighted_reputation_weighs_classes_by_counts_and_liars_by_history
         ClassWeighted()(clean, counts[:3].sum(1), counts[:3]).scores,
         rtol=1e-6,
     )
+
+
+def test_clip_counts_bounds_inflated_totals_by_the_median():
+    from fedkd.aggregation import clip_counts
+
+    counts = np.array([[10, 0], [5, 5], [0, 20], [4000, 6000]], dtype=float)
+    out = clip_counts(counts, ratio=3.0)
+    np.testing.assert_allclose(out[:3], counts[:3])  # totals 10, 10, 20: within 3 x median 15
+    np.testing.assert_allclose(out[3], [18, 27])  # 45 = 3 x 15, proportions kept
