@@ -150,17 +150,19 @@ class DSFL(Distillation):
 class DSFLPlus(DSFL):
     """DS-FL with fedkd's measured additions -- the recommended method and the default.
 
-    On top of DS-FL: clients weighted per class by the class counts they report
-    (``combine: class_weighted``), a running consensus per public sample in which older rounds
-    fade (``consensus_memory``, ``memory_decay: 0.8``), and clients taught by the distilled
-    global model (``client_teacher: global``); with ``clients.kd_schedule=joint`` (the default)
-    it is the benchmark's best soft-label method (README, "Benchmark"). Its server and client
+    On top of DS-FL: clients weighted per class by the class counts they report and by their
+    history of agreeing with the crowd (``combine: class_weighted_reputation``: robust to lying
+    clients, at no measured cost with honest ones), a running consensus per public sample in
+    which older rounds fade (``consensus_memory``, ``memory_decay: 0.8``), and clients taught by
+    the distilled global model (``client_teacher: global``); with ``clients.kd_schedule=joint``
+    (the default) it is the benchmark's best soft-label method (README, "Benchmark"; measured
+    with ``combine: class_weighted``, the same merge without the history). Its server and client
     parts are DS-FL's.
     """
 
     name: ClassVar[str] = "dsfl_plus"
 
-    combine: Component = component_field("combine", "class_weighted")
+    combine: Component = component_field("combine", "class_weighted_reputation")
     consensus_memory: bool = True
     memory_decay: float = 0.8
     client_teacher: str = "global"
