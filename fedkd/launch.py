@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -240,14 +241,21 @@ def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
         stop_process(proc)
 
 
+RUN_STARTED = re.compile(r"Successfully started run (\d+)")
+
+
 def flwr_run(
     app: Path,
     connection: str,
     run_config: Path,
     env: dict[str, str],
     federation_config: str | None = None,
+    stop_remote: bool = False,
 ) -> int:
-    """``flwr run <app> <connection> --stream``; returns its exit code."""
+    """``flwr run <app> <connection> --stream``, its output passed through; returns its exit
+    code. Stopped by SIGINT/SIGTERM (:class:`RunInterrupted`), it is killed and, with
+    ``stop_remote`` (a SuperLink that outlives this process: deployment), the run it started is
+    stopped there too (``flwr stop <run id> <connection>``)."""
     command = [
         flower_bin("flwr"),
         "run",
@@ -260,7 +268,29 @@ def flwr_run(
     if federation_config:
         command += ["--federation-config", federation_config]
     log.info("$ %s", " ".join(command))
-    return subprocess.call(command, env=env)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run_id = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if run_id is None and (started := RUN_STARTED.search(line)):
+                run_id = int(started.group(1))
+        return proc.wait()
+    except RunInterrupted:
+        if stop_remote and run_id is not None:
+            log.warning("stopping run %d on %s", run_id, connection)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [flower_bin("flwr"), "stop", str(run_id), connection],
+                    env=env, timeout=30, capture_output=True,
+                )  # fmt: skip
+        raise
+    finally:
+        stop_process(proc)
 
 
 def read_summary(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -344,7 +374,7 @@ def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path, resume: bool) -
             code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
     else:
         env = flower_env()
-        code = flwr_run(app, cfg.connection, run_config, env)
+        code = flwr_run(app, cfg.connection, run_config, env, stop_remote=True)
     if code != 0:
         log.warning("flwr run exited with code %d", code)
     elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():

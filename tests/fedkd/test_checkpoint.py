@@ -85,3 +85,32 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     (run / "summary.json").write_text(json.dumps({"status": "completed", "rounds": 3}))
     with pytest.raises(ConfigError, match="nothing to resume"):
         resume_config(run)
+
+
+def test_a_stopped_deployment_run_is_stopped_on_the_superlink_too(tmp_path, monkeypatch):
+    """SIGTERM to the launcher: `flwr run` is killed, and `flwr stop <run id> <connection>`
+    ends the run the SuperLink would otherwise keep running."""
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    from fedkd import launch
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "flwr"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = stop ]; then echo "$@" >> {calls}; exit 0; fi\n'
+        "echo 'Successfully started run 42'\nexec sleep 60\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(launch, "flower_bin", lambda name: str(fake))
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(launch.RunInterrupted), launch.interruptible():
+        launch.flwr_run(tmp_path, "mycluster", tmp_path / "cfg.toml", dict(os.environ),
+                        stop_remote=True)  # fmt: skip
+    timer.cancel()
+    assert calls.read_text().split() == ["stop", "42", "mycluster"]
