@@ -194,26 +194,29 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> Path:
-    attacks = sorted({r["attack"] for r in rows if r["attack"] != "none"})
+    """One panel per attack (and per attack with count lies): final accuracy against the share
+    of attackers, one line per rule, from the clean run (share 0) on; alpha 0.5, seed 0."""
+    main = [r for r in rows if r["seed"] == 0 and r["alpha"] == 0.5]
+    panels = sorted({(r["attack"], r["count_factor"]) for r in main if r["attack"] != "none"})
     rules = sorted({r["rule"] for r in rows})
-    cols = min(4, max(1, len(attacks)))
-    nrows = max(1, -(-len(attacks) // cols))
+    cols = min(4, max(1, len(panels)))
+    nrows = max(1, -(-len(panels) // cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
-    main = [r for r in rows if r["seed"] == 0 and r["alpha"] == 0.5 and r["count_factor"] == 1]
-    for ax, attack in zip(axes.flat, attacks, strict=False):
+    for ax, (attack, factor) in zip(axes.flat, panels, strict=False):
         for rule in rules:
             points = sorted(
                 (r["fraction"], r["final_accuracy"])
                 for r in main
-                if r["rule"] == rule and r["attack"] in ("none", attack)
+                if r["rule"] == rule
+                and (r["attack"] == "none" or (r["attack"], r["count_factor"]) == (attack, factor))
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=rule)
-        ax.set_title(attack)
+        ax.set_title(attack + (f" + counts x{factor:g}" if factor != 1 else ""))
         ax.set_xlabel("share of attacking clients")
         ax.set_ylabel("final global accuracy")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(attacks) :]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Fashion-MNIST, 20 clients (10 per round), recommended method, alpha 0.5")
