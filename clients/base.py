@@ -176,8 +176,6 @@ class KDClient(ABC):
         )
         take = rng.choice(len(teacher), size=min(len(teacher), len(x)), replace=False)
         public = task.consensus_indices.astype(np.int64)[take]
-        if self.privacy is not None:
-            return self._learn_privately_then_digest(task, public, teacher[take])
         terms = self._fit_private(
             torch.cat([x, self.public_x[torch.from_numpy(public)]]),
             torch.cat(
@@ -190,20 +188,3 @@ class KDClient(ABC):
             self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
-
-    def _learn_privately_then_digest(
-        self, task: RoundTask, public: np.ndarray, teacher: np.ndarray
-    ) -> dict[str, float]:
-        """The joint schedule under DP: DP-SGD noise on teacher samples would only blur a signal
-        that costs no privacy, so the private samples get their DP-SGD pass and the same number
-        of teacher-labelled public samples a plain one, after it (public data and a teacher
-        built from DP outputs: post-processing, even once the budget is spent)."""
-        private = self._revisit(task.server_round)  # nothing, once the budget is spent
-        digest = train(
-            self.model,
-            self.public_x[torch.from_numpy(public)],
-            torch.from_numpy(teacher),
-            make_kd_loss(1.0),
-            self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 0),
-        )
-        return {**private, protocol.DIGEST_LOSS: digest.get("total", float("nan"))}

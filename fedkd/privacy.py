@@ -8,9 +8,11 @@ step over the whole run; its history travels with the student's state. Everythin
 sends afterwards -- soft labels on public samples, metrics -- is computed from the DP-trained
 student and public data: post-processing, which spends no privacy of its own.
 
-Steps on public data alone -- the digest of the teacher, which under DP the joint schedule
-runs as a plain pass after the private DP-SGD pass (``clients/base.py``) -- are computed from
-public data and the DP outputs of the federation: they are not DP steps and need none.
+A step on the joint schedule's mixed batch (private examples plus teacher-labelled public
+ones) is one DP-SGD step over the mixed set: every example's gradient is clipped and noised
+alike, and the accountant charges the private examples' sampling rate ``batch / (private +
+public)``, exactly the mechanism that ran. Steps on public data alone (the sequential
+schedule's digest) are not DP steps and need none.
 
 With a target ``epsilon``, the noise is calibrated so that the client's planned rounds spend
 exactly it (:func:`calibrate`); a client asked to train once more than planned (sampling or
