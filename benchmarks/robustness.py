@@ -159,8 +159,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for alpha, seed in settings:
         here = [r for r in rows if (r["alpha"], r["seed"]) == (alpha, seed)]
-        lines += [f"\n**alpha = {alpha}, seed {seed}** (final global accuracy; in brackets, "
-                  "points lost against the clean run of the same rule)\n",
+        lines += [f"\n**alpha = {alpha}, seed {seed}** (final global accuracy; in brackets, the "
+                  "change in points against the clean run of the same rule)\n",
                   "| attack | attackers | " + " | ".join(rules) + " |",
                   "|---|---|" + "---|" * len(rules)]  # fmt: skip
         cases = sorted({(r["attack"], r["fraction"], r["count_factor"]) for r in here},
