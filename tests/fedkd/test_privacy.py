@@ -138,3 +138,15 @@ def test_a_client_model_dp_cannot_train_fails_before_the_run_naming_the_key():
 def test_bad_dp_settings_fail_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=rf"^{key}\b"):
         digits_config(*overrides)
+
+
+def test_each_client_knows_the_rounds_it_is_planned_to_train_in():
+    from fedkd.experiment import planned_rounds, sample_client_ids
+
+    cfg = digits_config("clients.fraction=0.5", "num_rounds=6")
+    plans = {c: planned_rounds(cfg, c) for c in range(cfg.clients.num_clients)}
+    for r in range(1, 7):  # exactly the server's seeded sample of the whole federation
+        assert sorted(c for c, rounds in plans.items() if r in rounds) == sample_client_ids(
+            cfg, r, list(range(cfg.clients.num_clients))
+        )
+    assert sum(len(p) for p in plans.values()) == 6 * 2
