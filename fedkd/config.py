@@ -478,6 +478,11 @@ class ExperimentConfig:
                 f"training; algorithm={self.algorithm.kind} is not one",
             )
             require(
+                self.quarantine == QuarantineConfig(),
+                "quarantine",
+                f"judges soft-label replies; algorithm={self.algorithm.kind} has none to judge",
+            )
+            require(
                 self.attack is None,
                 "attack",
                 f"lies about soft labels; algorithm={self.algorithm.kind} shares none",

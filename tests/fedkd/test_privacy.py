@@ -133,6 +133,7 @@ def test_a_client_model_dp_cannot_train_fails_before_the_run_naming_the_key():
         (["dp.epsilon=8", "dp.delta=1.5"], "dp.delta"),
         (["dp.max_grad_norm=2"], "dp.max_grad_norm"),  # DP is off: the key would be ignored
         (["dp.epsilon=8", "dp.accountant=gdp2"], "dp.accountant"),
+        (["algorithm=fedavg", "quarantine.after=5"], "quarantine"),  # nothing to judge there
     ],
 )
 def test_bad_dp_settings_fail_naming_the_key(overrides, key):
