@@ -3,8 +3,9 @@
     python benchmarks/privacy.py --grid reduced   # about 30 minutes on 2 cores
     python benchmarks/privacy.py --grid full      # hours: re-run to resume
 
-The accuracy benchmark's setting (``conf/experiment/fmnist_dsfl_plus.yaml``: Fashion-MNIST, 20
-clients, 4 per round, Dirichlet alpha 0.5, the recommended method, 50 rounds) with example-level
+The accuracy benchmark's setting (Fashion-MNIST, 20 clients, 4 per round, Dirichlet alpha 0.5, the
+recommended method, 50 rounds) with client training sized for DP-SGD
+(``conf/experiment/fmnist_privacy.yaml``: batches of 512, three passes per round) and example-level
 DP-SGD on every client (``dp.epsilon=<ε> dp.delta=1e-5``; ε = inf is the same run without DP).
 Each client's noise is calibrated to spend its ε over the rounds it is planned to train in.
 
@@ -33,7 +34,7 @@ from fedkd.logs import configure_logging
 from fedkd.results import read_metrics, read_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "privacy"
-BASE = "experiment=fmnist_dsfl_plus"
+BASE = "experiment=fmnist_privacy"
 DELTA = 1e-5
 
 

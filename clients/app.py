@@ -22,6 +22,7 @@ from clients.base import KDClient, RoundTask
 from fedkd import protocol
 from fedkd.attacks import attackers, lie
 from fedkd.checkpoint import CHECKPOINT_DIR, SIMULATION_STUDENTS, StudentState, StudentStore
+from fedkd.codecs import PROBS, Codec
 from fedkd.config import ExperimentConfig, from_run_config
 from fedkd.data import ArrayDataset, DatasetSplits
 from fedkd.data.node import load_node_private
@@ -33,6 +34,7 @@ from fedkd.experiment import (
     planned_rounds,
 )
 from fedkd.models import count_parameters
+from fedkd.sampling import public_subset
 from fedkd.schema import import_object
 from fedkd.training import derive_seed
 
@@ -115,6 +117,29 @@ def _server_round(msg: Message) -> int:
     if not isinstance(server_round, int) or server_round < 1:
         raise TypeError(f"'{protocol.SERVER_ROUND}' must be an int >= 1, got {server_round!r}")
     return server_round
+
+
+def _round_task(msg: Message, server_round: int, splits: DatasetSplits, codec: Codec) -> RoundTask:
+    """What the server asks this round: the public subset (drawn from its seed) and the
+    teacher to digest (decoded). A malformed message raises, and the server records why."""
+    config = msg.content.config_records[protocol.ROUND_CONFIG]
+    seed, count = config[protocol.PUBLIC_SEED], config[protocol.PUBLIC_COUNT]
+    if not isinstance(count, int) or not isinstance(seed, list):
+        raise TypeError(f"'{protocol.PUBLIC_SEED}'/'{protocol.PUBLIC_COUNT}': {seed!r}, {count!r}")
+    num_public = len(splits.public)
+    public = public_subset(num_public, count, seed)
+    arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
+    if protocol.CONSENSUS_INDICES not in arrays:
+        return RoundTask(server_round, public)
+    indices = arrays[protocol.CONSENSUS_INDICES].numpy().astype(np.int64)
+    if indices.ndim != 1 or ((indices < 0) | (indices >= num_public)).any():
+        raise ValueError(f"'{protocol.CONSENSUS_INDICES}' are not public sample indices")
+    parts = {
+        part: arrays[protocol.part_key(protocol.CONSENSUS_PROBS, part)].numpy()
+        for part in codec.layout(len(indices), splits.num_classes, PROBS)
+    }
+    probs = codec.decode(parts, len(indices), splits.num_classes, PROBS)
+    return RoundTask(server_round, public, indices, probs)
 
 
 def _store(msg: Message, context: Context, cfg: ExperimentConfig) -> StudentStore | None:
@@ -247,14 +272,8 @@ def kd_round(msg: Message, context: Context) -> Message:
         node.test,
         privacy,
     )
-    arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
-    has_consensus = protocol.CONSENSUS_PROBS in arrays
-    task = RoundTask(
-        server_round=server_round,
-        public_indices=arrays[protocol.PUBLIC_INDICES].numpy(),
-        consensus_indices=arrays[protocol.CONSENSUS_INDICES].numpy() if has_consensus else None,
-        consensus_probs=arrays[protocol.CONSENSUS_PROBS].numpy() if has_consensus else None,
-    )
+    codec = client.algorithm.soft_label_codec
+    task = _round_task(msg, server_round, node.splits, codec)
     soft, metrics = client.run_round(task)
     memory = previous.memory if previous else {}
     attack = node.cfg.attack
@@ -284,7 +303,12 @@ def kd_round(msg: Message, context: Context) -> Message:
     metrics[protocol.STUDENT_ROUND] = float(previous.round if previous else 0)
     content = RecordDict(
         {
-            protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),
+            protocol.REPLY_ARRAYS: ArrayRecord(
+                {
+                    protocol.part_key(protocol.SOFT_LABELS, part): Array(values)
+                    for part, values in codec.encode(soft, client.soft_label_kind).items()
+                }
+            ),
             protocol.REPLY_METRICS: MetricRecord(
                 {protocol.NUM_EXAMPLES: _counts(node)[protocol.NUM_EXAMPLES], **metrics}
             ),

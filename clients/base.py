@@ -93,7 +93,8 @@ class KDClient(ABC):
 
     @abstractmethod
     def soft_labels(self, logits: Tensor) -> np.ndarray:
-        """Turn the student's logits (n, K) into what this algorithm shares (float16)."""
+        """Turn the student's logits (n, K) into what this algorithm shares, (n, K) floats
+        (``algorithm.codec`` encodes them for the wire)."""
 
     @property
     def digest_temperature(self) -> float:
@@ -162,28 +163,20 @@ class KDClient(ABC):
         return self.privacy.train(self.model, x, targets, loss_fn, cfg)
 
     def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
-        """One pass over the private samples (one-hot targets) and up to as many public samples
-        drawn from the teacher (its probabilities as targets); the loss is the cross-entropy to
-        the target distribution, i.e. plain CE on private samples and KD at T=1 on public ones
-        (the teacher's temperature is already in its probabilities)."""
+        """One pass over the private samples (one-hot targets) and the teacher samples the
+        server sent (their probabilities as targets: as many as there are private samples,
+        :func:`fedkd.sampling.teacher_subset`); the loss is the cross-entropy to the target
+        distribution, i.e. plain CE on private samples and KD at T=1 on public ones (the
+        teacher's temperature is already in its probabilities)."""
         if task.consensus_probs is None or task.consensus_indices is None:
             return self._revisit(task.server_round)
         x = torch.from_numpy(self.private.x)
         labels = torch.from_numpy(self.private.y)
-        teacher = task.consensus_probs.astype(np.float32)  # (m, K)
-        rng = np.random.default_rng(
-            derive_seed(self.cfg.seed, task.server_round, self.client_id, 2)
-        )
-        take = rng.choice(len(teacher), size=min(len(teacher), len(x)), replace=False)
-        public = task.consensus_indices.astype(np.int64)[take]
+        teacher = torch.from_numpy(task.consensus_probs.astype(np.float32))  # (m, K)
+        public = torch.from_numpy(task.consensus_indices.astype(np.int64))
         terms = self._fit_private(
-            torch.cat([x, self.public_x[torch.from_numpy(public)]]),
-            torch.cat(
-                [
-                    F.one_hot(labels, teacher.shape[1]).float(),
-                    torch.from_numpy(teacher[take]),
-                ]
-            ),
+            torch.cat([x, self.public_x[public]]),
+            torch.cat([F.one_hot(labels, teacher.shape[1]).float(), teacher]),
             make_kd_loss(1.0),
             self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1),
         )

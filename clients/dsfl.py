@@ -16,4 +16,4 @@ class DSFLClient(KDClient):
     soft_label_kind = "probs"
 
     def soft_labels(self, logits: Tensor) -> np.ndarray:
-        return torch.softmax(logits.double(), dim=-1).numpy().astype(np.float16)
+        return torch.softmax(logits.double(), dim=-1).numpy()  # (n, K) float64

@@ -81,6 +81,7 @@ class Distillation(Algorithm):
     memory_decay: float = 1.0  # < 1: each round, earlier rounds' weight is multiplied by this
     client_teacher: str = "consensus"  # what clients digest: the consensus, or the global model
     distill_on_memory: bool = False  # the server distils on every remembered public sample
+    codec: Component = component_field("codec", "float16")  # soft labels on the wire, both ways
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "temperature", "must be > 0")
@@ -108,6 +109,11 @@ class Distillation(Algorithm):
     @property
     def postprocessor(self) -> Any:
         return None if self.postprocess is None else self.postprocess.instantiate()
+
+    @property
+    def soft_label_codec(self) -> Any:
+        """The :class:`fedkd.codecs.Codec` both sides encode soft labels with."""
+        return self.codec.instantiate()
 
     @property
     def needs_class_counts(self) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedkd.algorithms import Distillation
 from fedkd.config import (
     Component,
     ConfigError,
@@ -31,6 +32,7 @@ from fedkd.data import (
     make_partitions,
 )
 from fedkd.data.partition import FlowerDatasetsPartitioner, Partitioner
+from fedkd.schema import import_object
 from fedkd.training import derive_seed
 
 
@@ -194,7 +196,23 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
                     f"{key}: {spec.kind} cannot be trained with DP-SGD (dp.*): {problems[0]} "
                     "Use a model without such layers (GroupNorm instead of BatchNorm)."
                 )
+    _check_codec(cfg, splits.num_classes)
     return splits
+
+
+def _check_codec(cfg: ExperimentConfig, num_classes: int) -> None:
+    """The soft-label codec can encode what the algorithm's clients share, for these classes."""
+    algorithm = cfg.algorithm
+    if not isinstance(algorithm, Distillation) or not algorithm.client:
+        return
+    kind = getattr(import_object(algorithm.client, "algorithm"), "soft_label_kind", None)
+    codec = algorithm.soft_label_codec
+    if kind is not None:
+        codec.check_kind(kind, "algorithm.codec")
+    try:
+        codec.layout(1, num_classes, kind or "probs")
+    except ValueError as err:
+        raise ConfigError(f"algorithm.codec: {err}") from err
 
 
 def forget_data() -> None:

@@ -126,7 +126,9 @@ class PrivateTrainer:
         loader = DataLoader(
             TensorDataset(x, targets), batch_size=cfg.batch_size, generator=generator
         )
-        engine = PrivacyEngine(accountant=self.accountant)
+        with warnings.catch_warnings():  # seeded noise is what makes runs reproducible
+            warnings.filterwarnings("ignore", "Secure RNG turned off")
+            engine = PrivacyEngine(accountant=self.accountant)
         engine.accountant.history = list(self.history)
         noise = torch.Generator().manual_seed(cfg.seed + 1)
         with torch.random.fork_rng(devices=[]):

@@ -7,14 +7,19 @@ One round is ONE exchange (deployment pays seconds of polling per exchange):
 
 server -> client  ``train.kd_round``
     config  ``ROUND_CONFIG``: ``SERVER_ROUND``, ``RUN_TOKEN`` (the run's id: a client files its
-            student's state under it, so a resumed run finds it and a new run does not)
-    arrays  ``ROUND_ARRAYS``: ``PUBLIC_INDICES`` (int64, (n,)) -- predict on these public samples;
-            optionally ``CONSENSUS_INDICES`` (int64, (m,)) + ``CONSENSUS_PROBS`` (float, (m, K))
-            -- last round's consensus, to digest before local training.
+            student's state under it, so a resumed run finds it and a new run does not),
+            ``PUBLIC_SEED`` (list of ints) + ``PUBLIC_COUNT`` -- predict on the public subset
+            :func:`fedkd.sampling.public_subset` draws from them (a seed, not a list of indices);
+    arrays  ``ROUND_ARRAYS``: optionally ``CONSENSUS_INDICES`` (int32, (m,)) and the parts of
+            ``CONSENSUS_PROBS`` ((m, K) probabilities, encoded by ``algorithm.codec``) -- the
+            teacher to digest before local training, only on the samples this client will use.
 client -> server  reply
-    arrays  ``REPLY_ARRAYS``: ``SOFT_LABELS`` (float16/float32, (n, K)), logits or probs as the
-            algorithm's ``soft_label_kind`` says;
+    arrays  ``REPLY_ARRAYS``: the parts of ``SOFT_LABELS`` ((n, K), logits or probs as the
+            algorithm's ``soft_label_kind`` says, encoded by ``algorithm.codec``);
     metrics ``REPLY_METRICS``: ``NUM_EXAMPLES`` plus the client's training/evaluation metrics.
+
+An encoded block travels as one array per codec part, keyed ``part_key(name, part)``
+(``soft-labels.values``; :mod:`fedkd.codecs`).
 
 Once per node, before its first round, the server asks it to describe itself:
 
@@ -42,7 +47,8 @@ DESCRIBE_CONFIG: Final = "config"
 # Keys (kebab-case on the wire).
 SERVER_ROUND: Final = "server-round"
 RUN_TOKEN: Final = "run-token"
-PUBLIC_INDICES: Final = "public-indices"
+PUBLIC_SEED: Final = "public-seed"
+PUBLIC_COUNT: Final = "public-count"
 CONSENSUS_INDICES: Final = "consensus-indices"
 CONSENSUS_PROBS: Final = "consensus-probs"
 SOFT_LABELS: Final = "soft-labels"
@@ -79,7 +85,12 @@ REPLY_METRIC_KEYS: Final = frozenset(
 
 # The only record names a client reply may carry: the server rejects anything else.
 ALLOWED_REPLY_RECORDS: Final = frozenset({REPLY_ARRAYS, REPLY_METRICS})
-ALLOWED_REPLY_ARRAYS: Final = frozenset({SOFT_LABELS})
+
+
+def part_key(name: str, part: str) -> str:
+    """The array key of one codec part of an encoded block (``soft-labels.values``)."""
+    return f"{name}.{part}"
+
 
 # run_config keys: the whole composed experiment config as JSON (set by the `fedkd` launcher),
 # or, for a bare `flwr run`, Hydra overrides to compose the packaged conf/ with.

@@ -55,9 +55,11 @@ class RoundRecord:
     restarted: list[int] = field(default_factory=list)  # answered from a student it had lost
     dp_epsilon: dict[int, float] = field(default_factory=dict)  # client id -> ε spent so far
     public_samples: int = 0
-    uplink_bytes: int = 0  # every record of the accepted replies
-    rejected_bytes: int = 0  # every record of the rejected replies
-    downlink_bytes: int = 0
+    # bytes of the messages' serialised content (arrays with headers, metrics, configs); each
+    # entry of ``clients`` has its own "uplink_bytes" and "downlink_bytes"
+    uplink_bytes: int = 0  # the accepted replies
+    rejected_bytes: int = 0  # the rejected replies
+    downlink_bytes: int = 0  # the round's messages to the sampled clients
     round_seconds: float = 0.0
     clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients: their
     # metrics, and their share of the merge ("combine_weight") where the rule judges clients
@@ -117,6 +119,8 @@ class RunSummary:
     uplink_bytes_total: int = 0
     rejected_bytes_total: int = 0
     downlink_bytes_total: int = 0
+    uplink_bytes_per_client_round: float | None = None  # mean over accepted replies
+    downlink_bytes_per_client_round: float | None = None  # mean over messages sent
     rejected_replies_total: int = 0
     failed_replies_total: int = 0
     missing_replies_total: int = 0
@@ -164,6 +168,12 @@ class RunSummary:
             uplink_bytes_total=sum(r.uplink_bytes for r in rounds),
             rejected_bytes_total=sum(r.rejected_bytes for r in rounds),
             downlink_bytes_total=sum(r.downlink_bytes for r in rounds),
+            uplink_bytes_per_client_round=_per(
+                sum(r.uplink_bytes for r in rounds), sum(r.num_accepted for r in rounds)
+            ),
+            downlink_bytes_per_client_round=_per(
+                sum(r.downlink_bytes for r in rounds), sum(r.num_sampled for r in rounds)
+            ),
             rejected_replies_total=sum(r.num_rejected for r in rounds),
             failed_replies_total=sum(r.num_failed for r in rounds),
             missing_replies_total=sum(r.num_missing for r in rounds),
@@ -173,6 +183,10 @@ class RunSummary:
             wall_seconds=round(wall_seconds, 3),
             **roster,
         )
+
+
+def _per(total: int, count: int) -> float | None:
+    return round(total / count, 1) if count else None
 
 
 # keys summary.json always carries, even when null (a run without a global model)

@@ -1,5 +1,6 @@
 """Typed config nodes: how a plain mapping becomes a checked, frozen dataclass, and how a
-pluggable part (a data source, partitioner, model, combine rule, post-processor, algorithm) is
+pluggable part (a data source, partitioner, model, combine rule, post-processor, algorithm,
+soft-label codec) is
 named in config and built.
 
 A pluggable part is a node ``{name: <built-in>, **kwargs}`` or ``{_target_: <import path>,
@@ -63,6 +64,7 @@ FAMILIES: Final[dict[str, Family]] = {
     "postprocess": Family("fedkd.aggregation:POSTPROCESSORS"),
     "algorithm": Family("fedkd.algorithms:ALGORITHMS", as_string=False),
     "attack": Family("fedkd.attacks:ATTACKS", as_string=False),
+    "codec": Family("fedkd.codecs:CODECS"),
 }
 
 

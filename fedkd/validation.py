@@ -43,19 +43,21 @@ def check_metrics(metrics: dict[str, object], allowed: frozenset[str]) -> dict[s
 NPY_HEADER_MAX = 4096  # bytes of np.save's header (a few hundred for a 2-D array)
 
 
-def check_array_header(array: Any, shape: tuple[int, ...]) -> None:
-    """Raise :class:`InvalidReply` unless a Flower ``Array`` declares ``shape`` and a float16 or
-    float32 dtype, and its payload is no bigger than such an array -- checked on the metadata,
-    before anything is decoded."""
+def check_array_header(array: Any, shape: tuple[int, ...], dtype: np.dtype, key: str) -> None:
+    """Raise :class:`InvalidReply` unless a Flower ``Array`` (the reply's ``key``) declares
+    ``shape`` and ``dtype`` and its payload is no bigger than such an array -- checked on the
+    metadata, before anything is decoded."""
     if getattr(array, "stype", None) != "numpy.ndarray":
-        raise InvalidReply(f"soft labels serialised as {getattr(array, 'stype', '?')!r}")
+        raise InvalidReply(f"'{key}' serialised as {getattr(array, 'stype', '?')!r}")
     if tuple(array.shape) != shape:
-        raise InvalidReply(f"declared shape {tuple(array.shape)} != expected {shape}")
-    if array.dtype not in ("float16", "float32"):
-        raise InvalidReply(f"declared dtype {array.dtype} is not float16/float32")
-    limit = int(np.prod(shape)) * np.dtype(array.dtype).itemsize + NPY_HEADER_MAX
+        raise InvalidReply(f"'{key}' declares shape {tuple(array.shape)} != expected {shape}")
+    if array.dtype != np.dtype(dtype).name:
+        raise InvalidReply(f"'{key}' declares dtype {array.dtype}, expected {np.dtype(dtype)}")
+    limit = int(np.prod(shape)) * np.dtype(dtype).itemsize + NPY_HEADER_MAX
     if len(array.data) > limit:
-        raise InvalidReply(f"payload of {len(array.data)} bytes for a {shape} {array.dtype} array")
+        raise InvalidReply(
+            f"'{key}': payload of {len(array.data)} bytes for a {shape} {dtype} array"
+        )
 
 
 def check_soft_labels(

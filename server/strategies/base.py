@@ -3,7 +3,8 @@
 One round is ONE exchange with the sampled clients (deployment pays seconds of polling for each):
 
 1. sample clients and this round's public subset;
-2. send each client the subset's indices and the previous round's consensus (``configure_round``);
+2. send each client the subset's seed and the previous round's consensus on the samples it will
+   use, both encoded by the configured codec (``configure_round``);
 3. receive soft labels on the subset, validate them, reject and count bad replies (``collect``);
 4. merge the accepted soft labels into the consensus (``consensus``: the configured combine
    rule, the algorithm's ``to_probs``, the configured post-processing), optionally averaged
@@ -36,9 +37,11 @@ from fedkd import protocol
 from fedkd.aggregation import Combined
 from fedkd.algorithms import Distillation
 from fedkd.checkpoint import ServerCheckpoint, new_run_token, remove_checkpoint
+from fedkd.codecs import PROBS, CodecError
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
+from fedkd.sampling import public_subset, round_public_seed, teacher_subset
 from fedkd.training import (
     TrainConfig,
     accuracy_of_probs,
@@ -49,7 +52,7 @@ from fedkd.training import (
     train,
 )
 from fedkd.validation import InvalidReply, check_array_header, check_metrics, check_soft_labels
-from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, reply_bytes
+from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
 
 log = logging.getLogger("fedkd.server")
 
@@ -76,6 +79,7 @@ class RoundReplies:
     missing: list[int] = field(default_factory=list)  # client ids that never answered
     uplink_bytes: int = 0  # every record of the accepted replies
     rejected_bytes: int = 0  # every record of the rejected replies
+    bytes_by_client: dict[int, int] = field(default_factory=dict)  # accepted: client id -> bytes
 
 
 def _remembered(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -120,6 +124,7 @@ class DistillationStrategy(ABC):
         self.algorithm: Distillation = cfg.algorithm
         # kept for the whole run: a history-based rule remembers the clients' earlier replies
         self.combine_rule = self.algorithm.combine_rule
+        self.codec = self.algorithm.soft_label_codec  # soft labels on the wire, both ways
         self.splits = splits
         self.global_model = global_model
         self.recorder = recorder
@@ -304,7 +309,7 @@ class DistillationStrategy(ABC):
         clients = self.roster.sample(server_round, online)
         public_idx = self.sample_public(server_round)
         messages = self.configure_round(server_round, clients, public_idx)
-        downlink = sum(m.content[protocol.ROUND_ARRAYS].count_bytes() for m in messages)
+        downlink = {m.metadata.dst_node_id: message_bytes(m) for m in messages}  # by node
         replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
         result = self.collect(server_round, replies, messages, clients, public_idx)
 
@@ -351,7 +356,7 @@ class DistillationStrategy(ABC):
         )
         record.offline = self.roster.offline(online)
         record.public_samples = len(public_idx)
-        record.uplink_bytes, record.downlink_bytes = result.uplink_bytes, downlink
+        record.uplink_bytes, record.downlink_bytes = result.uplink_bytes, sum(downlink.values())
         record.rejected_bytes = result.rejected_bytes
         answered = [c.client_id for c in result.clients] + list(result.rejected)
         self.roster.judge(server_round, answered, struck)
@@ -364,6 +369,8 @@ class DistillationStrategy(ABC):
                 "architecture": c.architecture,
                 **m,
                 **({"combine_weight": weights[c.client_id]} if weights else {}),
+                "uplink_bytes": result.bytes_by_client[c.client_id],
+                "downlink_bytes": downlink.get(c.node_id, 0),
             }
             for c, m in zip(result.clients, result.client_metrics, strict=True)
         ]
@@ -400,33 +407,45 @@ class DistillationStrategy(ABC):
         return restarted
 
     # ------------------------------------------------------------- steps
+    def public_seed(self, server_round: int) -> list[int]:
+        """The seed of this round's public subset (sent; clients draw the same subset)."""
+        return round_public_seed(self.cfg.seed, server_round)
+
     def sample_public(self, server_round: int) -> np.ndarray:
         """Sorted indices (int32) of this round's public subset."""
-        rng = np.random.default_rng([self.cfg.seed, server_round, 1])
         num_public = len(self.splits.public)
-        size = self.cfg.public_per_round or num_public
-        idx = rng.choice(num_public, size=size, replace=False)
-        return np.sort(idx).astype(np.int32)
+        count = self.cfg.public_per_round or num_public
+        return public_subset(num_public, count, self.public_seed(server_round))
+
+    def teacher_for(self, server_round: int, client: ClientInfo) -> np.ndarray | None:
+        """Rows of the last consensus this client will digest (``None``: all of them). Under
+        the joint schedule a client mixes as many teacher samples as it has private examples
+        into its pass: only those are sent."""
+        assert self.state.consensus_indices is not None
+        if self.cfg.clients.kd_schedule != "joint":
+            return None
+        seed = derive_seed(self.cfg.seed, server_round, client.client_id, 2)
+        return teacher_subset(len(self.state.consensus_indices), client.num_examples, seed)
 
     def configure_round(
         self, server_round: int, clients: Sequence[ClientInfo], public_idx: np.ndarray
     ) -> list[Message]:
-        arrays = {protocol.PUBLIC_INDICES: Array(public_idx)}
-        if self.state.consensus_probs is not None:
-            assert self.state.consensus_indices is not None
-            arrays[protocol.CONSENSUS_INDICES] = Array(self.state.consensus_indices)
-            arrays[protocol.CONSENSUS_PROBS] = Array(self.state.consensus_probs.astype(np.float16))
-        content = RecordDict(
+        config = ConfigRecord(
             {
-                protocol.ROUND_CONFIG: ConfigRecord(
-                    {protocol.SERVER_ROUND: server_round, protocol.RUN_TOKEN: self.run_token}
-                ),
-                protocol.ROUND_ARRAYS: ArrayRecord(arrays),
+                protocol.SERVER_ROUND: server_round,
+                protocol.RUN_TOKEN: self.run_token,
+                protocol.PUBLIC_SEED: self.public_seed(server_round),
+                protocol.PUBLIC_COUNT: len(public_idx),
             }
         )
         return [
             Message(
-                content,
+                RecordDict(
+                    {
+                        protocol.ROUND_CONFIG: config,
+                        protocol.ROUND_ARRAYS: ArrayRecord(self._teacher_arrays(server_round, c)),
+                    }
+                ),
                 dst_node_id=c.node_id,
                 message_type=protocol.KD_ROUND,
                 group_id=str(server_round),
@@ -436,6 +455,20 @@ class DistillationStrategy(ABC):
             )
             for c in clients
         ]
+
+    def _teacher_arrays(self, server_round: int, client: ClientInfo) -> dict[str, Array]:
+        """The consensus this client digests (indices and encoded probabilities), if any."""
+        if self.state.consensus_probs is None:
+            return {}
+        assert self.state.consensus_indices is not None
+        idx, probs = self.state.consensus_indices, self.state.consensus_probs
+        rows = self.teacher_for(server_round, client)
+        if rows is not None:
+            idx, probs = idx[rows], probs[rows]
+        arrays = {protocol.CONSENSUS_INDICES: Array(np.ascontiguousarray(idx, dtype=np.int32))}
+        for part, values in self.codec.encode(probs, PROBS).items():
+            arrays[protocol.part_key(protocol.CONSENSUS_PROBS, part)] = Array(values)
+        return arrays
 
     def collect(
         self,
@@ -460,7 +493,7 @@ class DistillationStrategy(ABC):
                 out.failed[cid] = reason
                 log.warning("client %d failed: %s", cid, reason)
                 continue
-            size = reply_bytes(reply)
+            size = message_bytes(reply)
             try:
                 if info is None:
                     raise InvalidReply(f"reply from node {node_id}, which was not sampled")
@@ -473,6 +506,7 @@ class DistillationStrategy(ABC):
                 log.warning("rejected reply of client %d: %s", cid, err)
                 continue
             out.uplink_bytes += size
+            out.bytes_by_client[cid] = size
             accepted.append((info, soft, metrics))
         out.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)
         for cid in out.missing:
@@ -495,10 +529,11 @@ class DistillationStrategy(ABC):
         if protocol.REPLY_ARRAYS not in content.array_records:
             raise InvalidReply(f"no '{protocol.REPLY_ARRAYS}' array record")
         arrays = content.array_records[protocol.REPLY_ARRAYS]
-        if set(arrays.keys()) != protocol.ALLOWED_REPLY_ARRAYS:
-            raise InvalidReply(
-                f"arrays {sorted(arrays.keys())} != {sorted(protocol.ALLOWED_REPLY_ARRAYS)}"
-            )
+        num_classes = self.splits.num_classes
+        layout = self.codec.layout(num_samples, num_classes, self.soft_label_kind)
+        keys = {protocol.part_key(protocol.SOFT_LABELS, part): part for part in layout}
+        if set(arrays.keys()) != set(keys):
+            raise InvalidReply(f"arrays {sorted(arrays.keys())} != {sorted(keys)}")
         if protocol.REPLY_METRICS not in content.metric_records:
             raise InvalidReply(f"no '{protocol.REPLY_METRICS}' metric record")
         metrics = check_metrics(
@@ -514,14 +549,17 @@ class DistillationStrategy(ABC):
             raise InvalidReply(
                 f"'{protocol.STUDENT_ROUND}' {trained_from} is not a round before {server_round}"
             )
-        check_array_header(
-            arrays[protocol.SOFT_LABELS], (num_samples, self.splits.num_classes)
-        )  # before decoding: what it claims to be, and no bigger than that
+        for key, part in keys.items():  # before decoding: what it claims, no bigger than that
+            check_array_header(arrays[key], layout[part].shape, layout[part].dtype, key)
         try:
-            soft = arrays[protocol.SOFT_LABELS].numpy()
+            parts = {part: arrays[key].numpy() for key, part in keys.items()}
         except Exception as err:  # a corrupt payload must not end the round
             raise InvalidReply(f"undecodable soft labels: {err}") from err
-        check_soft_labels(soft, num_samples, self.splits.num_classes, self.soft_label_kind)
+        try:
+            soft = self.codec.decode(parts, num_samples, num_classes, self.soft_label_kind)
+        except CodecError as err:
+            raise InvalidReply(f"soft labels: {err}") from err
+        check_soft_labels(soft, num_samples, num_classes, self.soft_label_kind)
         return soft, metrics
 
     def distill_global(

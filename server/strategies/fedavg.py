@@ -27,7 +27,7 @@ from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
 from fedkd.training import evaluate
-from server.strategies.roster import ClientInfo, Roster, addressee, error_reason
+from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
 
 log = logging.getLogger("fedkd.server")
 
@@ -78,7 +78,7 @@ class FedAvgBaseline(FedAvg):
         self._start = start
         self._round = RoundRecord(
             server_round,
-            downlink_bytes=arrays.count_bytes() * len(self._sent),
+            downlink_bytes=sum(message_bytes(m) for m in self._sent),
             offline=self.roster.offline(online),
         )
         return self._sent
@@ -107,9 +107,7 @@ class FedAvgBaseline(FedAvg):
             )
         ]
         record = self._round
-        record.uplink_bytes = sum(
-            rec.count_bytes() for _, r in ok for rec in r.content.array_records.values()
-        )
+        record.uplink_bytes = sum(message_bytes(r) for _, r in ok)
         record.num_sampled, record.num_accepted = len(self._clients), len(ok)
         record.failed = failed
         record.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)

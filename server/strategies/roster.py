@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import Message, RecordDict
+from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
 
 from fedkd import protocol
@@ -46,14 +47,14 @@ def addressee(reply: Message, messages: Sequence[Message]) -> int:
     return reply.metadata.src_node_id
 
 
-def reply_bytes(reply: Message) -> int:
-    """Bytes of every record a reply carries (arrays, metrics, configs): what crossed the wire."""
-    content = reply.content
-    return (
-        sum(r.count_bytes() for r in content.array_records.values())
-        + sum(r.count_bytes() for r in content.metric_records.values())
-        + sum(r.count_bytes() for r in content.config_records.values())
-    )
+def message_bytes(message: Message) -> int:
+    """Bytes of a message's content as Flower serialises it (the protobuf ``RecordDict``: every
+    array with its header, metrics, configs and their keys): what fedkd puts on the wire, the
+    same in simulation and deployment. Flower adds its routing metadata (node and message ids,
+    ~100 bytes) and the transport's framing."""
+    if not message.has_content():
+        return 0
+    return int(recorddict_to_proto(message.content).ByteSize())
 
 
 def error_reason(reply: Message) -> str:

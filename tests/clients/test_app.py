@@ -9,6 +9,7 @@ from fedkd import protocol
 from fedkd.checkpoint import StudentState
 from fedkd.config import to_json
 from fedkd.experiment import client_private_data, load_data
+from fedkd.sampling import public_subset, round_public_seed
 from tests.conftest import digits_config
 
 
@@ -27,16 +28,32 @@ def _student(ctx) -> StudentState:
     return StudentState.from_bytes(ctx.state.config_records[STUDENT_STATE][STUDENT_STATE])
 
 
-def _round_message(server_round, public_idx, consensus=None, token="run1"):
-    arrays = {protocol.PUBLIC_INDICES: Array(public_idx.astype(np.int32))}
+SOFT_LABELS_KEY = protocol.part_key(protocol.SOFT_LABELS, "values")  # the float16 codec's one part
+
+
+def _subset(server_round, count):
+    """The public subset a round message with ``count`` samples asks for (seed 0)."""
+    num_public = len(load_data(digits_config()).public)
+    return public_subset(num_public, count, round_public_seed(0, server_round))
+
+
+def _round_message(server_round, count, consensus=None, token="run1"):
+    arrays = {}
     if consensus is not None:
         idx, probs = consensus
         arrays[protocol.CONSENSUS_INDICES] = Array(idx.astype(np.int32))
-        arrays[protocol.CONSENSUS_PROBS] = Array(probs.astype(np.float16))
+        arrays[protocol.part_key(protocol.CONSENSUS_PROBS, "values")] = Array(
+            probs.astype(np.float16)
+        )
     content = RecordDict(
         {
             protocol.ROUND_CONFIG: ConfigRecord(
-                {protocol.SERVER_ROUND: server_round, protocol.RUN_TOKEN: token}
+                {
+                    protocol.SERVER_ROUND: server_round,
+                    protocol.RUN_TOKEN: token,
+                    protocol.PUBLIC_SEED: round_public_seed(0, server_round),
+                    protocol.PUBLIC_COUNT: count,
+                }
             ),
             protocol.ROUND_ARRAYS: ArrayRecord(arrays),
         }
@@ -61,15 +78,15 @@ def test_kd_round_replies_only_soft_labels_and_metrics(algorithm, kind):
     cfg = digits_config(f"algorithm={algorithm}", "clients.revisit_epochs=3")
     ctx = _context(cfg, partition_id=0)
     splits = load_data(cfg)
-    public_idx = np.arange(0, 200, 2)
+    public_idx = _subset(1, 100)
 
-    reply = app(_round_message(1, public_idx), ctx)
+    reply = app(_round_message(1, len(public_idx)), ctx)
     assert not reply.has_error(), reply.error
     # The wire contract: exactly one array (the soft labels) and one metric record.
     assert set(reply.content.keys()) == {protocol.REPLY_ARRAYS, protocol.REPLY_METRICS}
     arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
-    assert set(arrays.keys()) == {protocol.SOFT_LABELS}
-    soft = arrays[protocol.SOFT_LABELS].numpy()
+    assert set(arrays.keys()) == {SOFT_LABELS_KEY}
+    soft = arrays[SOFT_LABELS_KEY].numpy()
     assert soft.shape == (len(public_idx), splits.num_classes)
     assert soft.dtype == np.float16
     if kind == "probs":
@@ -90,14 +107,14 @@ def test_student_persists_in_context_state_and_digests_consensus():
         "clients.kd_schedule=sequential", "clients.revisit_epochs=0", "clients.digest_epochs=20"
     )
     ctx = _context(cfg, partition_id=2)
-    public_idx = np.arange(100)
-    first = app(_round_message(1, public_idx), ctx)
-    before = first.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    public_idx = _subset(2, 100)
+    first = app(_round_message(1, 100), ctx)
+    before = first.content.array_records[protocol.REPLY_ARRAYS][SOFT_LABELS_KEY].numpy()
     # A consensus that says "class 3" everywhere: after digesting it the student must move there.
     target = np.zeros((100, 10), dtype=np.float32)
     target[:, 3] = 1.0
-    reply = app(_round_message(2, public_idx, consensus=(public_idx, target)), ctx)
-    after = reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    reply = app(_round_message(2, 100, consensus=(public_idx, target)), ctx)
+    after = reply.content.array_records[protocol.REPLY_ARRAYS][SOFT_LABELS_KEY].numpy()
     assert (after.argmax(1) == 3).mean() > 0.9 > (before.argmax(1) == 3).mean()
     assert reply.content.metric_records[protocol.REPLY_METRICS][protocol.DIGEST_LOSS] >= 0
 
@@ -113,7 +130,7 @@ def test_node_without_partition_id_fails_with_a_clear_error():
         run_config={protocol.RUN_CONFIG_KEY: to_json(cfg)},
     )
     with pytest.raises(ValueError, match=r"data-dir.*partition-id"):
-        app(_round_message(1, np.arange(10)), ctx)
+        app(_round_message(1, 10), ctx)
 
 
 def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
@@ -121,15 +138,15 @@ def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
         "clients.kd_schedule=joint", "clients.revisit_epochs=10", "clients.digest_epochs=1"
     )
     ctx = _context(cfg, partition_id=2)
-    public_idx = np.arange(100)
-    first = app(_round_message(1, public_idx), ctx)  # no teacher yet: private data only
+    public_idx = _subset(2, 100)
+    first = app(_round_message(1, 100), ctx)  # no teacher yet: private data only
     first_metrics = first.content.metric_records[protocol.REPLY_METRICS]
     assert first_metrics[protocol.TEST_ACCURACY] > 0.5
-    before = first.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    before = first.content.array_records[protocol.REPLY_ARRAYS][SOFT_LABELS_KEY].numpy()
     target = np.zeros((100, 10), dtype=np.float32)
     target[:, 3] = 1.0
-    reply = app(_round_message(2, public_idx, consensus=(public_idx, target)), ctx)
-    after = reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+    reply = app(_round_message(2, 100, consensus=(public_idx, target)), ctx)
+    after = reply.content.array_records[protocol.REPLY_ARRAYS][SOFT_LABELS_KEY].numpy()
     metrics = reply.content.metric_records[protocol.REPLY_METRICS]
     # the teacher's samples moved toward its label (which contradicts most of the private data,
     # so not all the way), and the private labels were still learnt
@@ -141,16 +158,15 @@ def test_joint_schedule_learns_teacher_and_private_data_in_one_pass():
 def test_an_attacking_client_learns_honestly_and_lies_only_in_what_it_sends():
     honest_cfg = digits_config("algorithm=dsfl")
     liar_cfg = digits_config("algorithm=dsfl", "attack=wrong_class", "attack.clients=[2]")
-    public_idx = np.arange(100)
     replies, states = [], []
     runs = ((honest_cfg, 2), (liar_cfg, 2), (honest_cfg, 1), (liar_cfg, 1))
     for cfg, partition in runs:
         ctx = _context(cfg, partition_id=partition)
-        replies.append(app(_round_message(1, public_idx), ctx))
+        replies.append(app(_round_message(1, 100), ctx))
         states.append(_student(ctx).weights)
 
     def soft(reply):
-        return reply.content.array_records[protocol.REPLY_ARRAYS][protocol.SOFT_LABELS].numpy()
+        return reply.content.array_records[protocol.REPLY_ARRAYS][SOFT_LABELS_KEY].numpy()
 
     def metrics(reply):
         return dict(reply.content.metric_records[protocol.REPLY_METRICS])
@@ -173,7 +189,7 @@ def test_an_attacker_can_inflate_the_counts_it_reports_consistently():
         protocol.REPLY_METRICS
     ]
     assert described[protocol.NUM_EXAMPLES] == sum(described[protocol.CLASS_COUNTS]) > 900 * true
-    reply = app(_round_message(1, np.arange(50)), _context(cfg, partition_id=1))
+    reply = app(_round_message(1, 50), _context(cfg, partition_id=1))
     sent = reply.content.metric_records[protocol.REPLY_METRICS][protocol.NUM_EXAMPLES]
     assert sent == described[protocol.NUM_EXAMPLES]  # the lie is consistent: validation passes
     honest = app(describe, _context(cfg, partition_id=2)).content.metric_records[

@@ -47,13 +47,14 @@ def test_an_arrays_header_is_checked_before_its_payload_is_decoded():
     from fedkd.validation import InvalidReply, check_array_header
 
     good = Array(np.zeros((5, 10), np.float16))
-    check_array_header(good, (5, 10))
+    f16 = np.dtype(np.float16)
+    check_array_header(good, (5, 10), f16, "soft-labels.values")
     padded = Array(
         dtype="float16", shape=(5, 10), stype="numpy.ndarray", data=good.data + bytes(10**6)
     )
     with pytest.raises(InvalidReply, match="payload of"):
-        check_array_header(padded, (5, 10))
-    with pytest.raises(InvalidReply, match="declared shape"):
-        check_array_header(Array(np.zeros((6, 10), np.float16)), (5, 10))
-    with pytest.raises(InvalidReply, match="declared dtype"):
-        check_array_header(Array(np.zeros((5, 10), np.float64)), (5, 10))
+        check_array_header(padded, (5, 10), f16, "soft-labels.values")
+    with pytest.raises(InvalidReply, match=r"'soft-labels\.values' declares shape"):
+        check_array_header(Array(np.zeros((6, 10), np.float16)), (5, 10), f16, "soft-labels.values")
+    with pytest.raises(InvalidReply, match="declares dtype float64, expected float16"):
+        check_array_header(Array(np.zeros((5, 10), np.float64)), (5, 10), f16, "soft-labels.values")

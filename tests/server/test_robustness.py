@@ -17,6 +17,8 @@ from fedkd.schema import import_object
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
+SOFT_LABELS_KEY = protocol.part_key(protocol.SOFT_LABELS, "values")  # the float16 codec's one part
+
 
 def _setup(cfg, run_dir, checkpoint=None):
     cfg = dataclasses.replace(cfg, output_dir=str(run_dir))
@@ -37,10 +39,10 @@ def _setup(cfg, run_dir, checkpoint=None):
 def _soft_labels(transform):
     def tamper(msg, reply):
         arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
-        soft = transform(arrays[protocol.SOFT_LABELS].numpy())
+        soft = transform(arrays[SOFT_LABELS_KEY].numpy())
         content = RecordDict(
             {
-                protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(soft)}),
+                protocol.REPLY_ARRAYS: ArrayRecord({SOFT_LABELS_KEY: Array(soft)}),
                 protocol.REPLY_METRICS: reply.content.metric_records[protocol.REPLY_METRICS],
             }
         )
@@ -104,7 +106,10 @@ def test_a_student_round_from_the_future_is_rejected(tmp_path):
 
 @pytest.mark.parametrize(("bound", "survives"), [("true", True), ("false", False)])
 def test_logits_scaled_by_a_million_cannot_own_the_fedmd_mean(tmp_path, bound, survives):
-    cfg = digits_config("algorithm=fedmd", f"algorithm.bound_logits={bound}")
+    # float32 on the wire: a float16 codec could not even carry logits of 1e6
+    cfg = digits_config(
+        "algorithm=fedmd", f"algorithm.bound_logits={bound}", "algorithm.codec=float32"
+    )
     strategy, grid = _setup(cfg, tmp_path)
     liar = sorted(grid.contexts)[0]
     # valid, finite float32 logits: the client's own predictions reversed and scaled by 1e6

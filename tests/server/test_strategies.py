@@ -19,6 +19,8 @@ from server.strategies.roster import ClientInfo, addressee
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
+SOFT_LABELS_KEY = protocol.part_key(protocol.SOFT_LABELS, "values")  # the float16 codec's one part
+
 
 def _strategy(cfg, tmp_path):
     splits = load_data(cfg)
@@ -38,7 +40,7 @@ def _replace_soft_labels(array):
         metrics = reply.content.metric_records[protocol.REPLY_METRICS]
         content = RecordDict(
             {
-                protocol.REPLY_ARRAYS: ArrayRecord({protocol.SOFT_LABELS: Array(array)}),
+                protocol.REPLY_ARRAYS: ArrayRecord({SOFT_LABELS_KEY: Array(array)}),
                 protocol.REPLY_METRICS: metrics,
             }
         )
@@ -105,12 +107,27 @@ def test_a_round_learns_and_counts_bytes(tmp_path):
     assert record.global_accuracy > 0.5
     assert record.consensus_accuracy > 0.5
     n, k = record.public_samples, 10
-    assert record.uplink_bytes >= 4 * n * k * 2  # four float16 (n, K) matrices
-    assert record.downlink_bytes > 0
-    # round 2 sends the consensus back
-    strategy.run_round(grid, 2)
+    # each reply: one float16 (n, K) block, plus headers, keys and a few metrics
+    per_client = [c["uplink_bytes"] for c in record.clients]
+    assert sum(per_client) == record.uplink_bytes
+    assert all(n * k * 2 < b < n * k * 2 + 1000 for b in per_client), per_client
+    # round 1 asks for the public subset by its seed: a few dozen bytes, not n indices
+    assert all(0 < c["downlink_bytes"] < 200 for c in record.clients)
+    assert record.downlink_bytes == sum(c["downlink_bytes"] for c in record.clients)
+    # round 2 sends the consensus back, as many rows as the client will use
+    second = strategy.run_round(grid, 2)
+    info = strategy.roster.clients[grid.sent[-1].metadata.dst_node_id]
+    rows = min(n, info.num_examples)
+    mine = next(c for c in second.clients if c["client_id"] == info.client_id)
+    assert rows * (4 + 2 * k) < mine["downlink_bytes"] < rows * (4 + 2 * k) + 1000
     last = grid.sent[-1].content.array_records[protocol.ROUND_ARRAYS]
-    assert {protocol.CONSENSUS_PROBS, protocol.CONSENSUS_INDICES} <= set(last.keys())
+    consensus = protocol.part_key(protocol.CONSENSUS_PROBS, "values")
+    assert set(last.keys()) == {consensus, protocol.CONSENSUS_INDICES}
+    # only the teacher samples this client mixes into its pass: as many as its private examples
+    info = strategy.roster.clients[grid.sent[-1].metadata.dst_node_id]
+    sent = last[protocol.CONSENSUS_INDICES].numpy()
+    assert len(sent) == min(len(strategy.state.consensus_indices), info.num_examples) < n
+    assert set(sent) <= set(strategy.state.consensus_indices)
 
 
 @pytest.mark.parametrize(
@@ -278,8 +295,10 @@ def test_fedavg_baseline_runs_flowers_fedavg_and_records_weight_bytes(tmp_path):
     # every client trained the global architecture and sent all of its weights back
     assert {c["architecture"] for c in summary["clients"]} == {"cnn"}
     model_bytes = ArrayRecord(strategy.global_model.state_dict()).count_bytes()
-    assert rounds[0].uplink_bytes == rounds[0].num_accepted * model_bytes
-    assert rounds[0].downlink_bytes == rounds[0].num_sampled * model_bytes
+    # serialised messages: the weights plus headers, keys, config and metrics (< 2 kB)
+    for sent, count in ((rounds[0].uplink_bytes, rounds[0].num_accepted),
+                        (rounds[0].downlink_bytes, rounds[0].num_sampled)):  # fmt: skip
+        assert count * model_bytes < sent < count * (model_bytes + 2000)
     types = {m.metadata.message_type for m in grid.sent}
     assert types == {protocol.DESCRIBE, "train"}
 
