@@ -3,7 +3,8 @@
 A job's run folder is ``<root>/runs/<name>``. A job whose ``summary.json`` says "completed" and
 whose ``config.json`` is the config the job asks for now is skipped, so an interrupted grid
 resumes (re-run the script) and a changed job is re-run. SIGINT/SIGTERM stop the current run
-cleanly (its folder says "interrupted"; the next invocation resumes it from its checkpoint).
+cleanly (its folder says "interrupted"); the next invocation resumes it from its checkpoint, as
+it does a run killed before it could write its summary.
 """
 
 import json
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedkd.checkpoint import has_checkpoint
 from fedkd.config import ExperimentConfig, compose, to_json
 from fedkd.launch import resume_config, run
 from fedkd.results import CONFIG_FILE, SUMMARY_FILE
@@ -41,14 +43,19 @@ def _same(config: dict, cfg: ExperimentConfig) -> bool:
     return {**config, "output_dir": wanted["output_dir"]} == wanted
 
 
-def _interrupted(out: Path, cfg: ExperimentConfig) -> bool:
-    """A stopped run of this very config, which can continue from its checkpoint."""
+def _resumable(out: Path, cfg: ExperimentConfig) -> bool:
+    """A stopped run of this very config that can continue from its checkpoint: interrupted,
+    or killed before it could say so (a checkpoint, and no summary saying it completed)."""
     try:
-        summary = json.loads((out / SUMMARY_FILE).read_text())
         config = json.loads((out / CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return summary.get("status") == "interrupted" and _same(config, cfg)
+    try:
+        status = json.loads((out / SUMMARY_FILE).read_text()).get("status")
+    except (OSError, json.JSONDecodeError):
+        status = None  # killed: it wrote no summary
+    stopped = status == "interrupted" or (status is None and has_checkpoint(out))
+    return stopped and _same(config, cfg)
 
 
 def run_jobs(
@@ -65,7 +72,7 @@ def run_jobs(
         if wanted and not is_done(out, cfg):
             log.info("[%d/%d] %s -> %s", i, len(jobs), job.name, out)
             try:
-                if _interrupted(out, cfg):
+                if _resumable(out, cfg):
                     run(resume_config(out), resume=True)
                 else:
                     run(cfg)

@@ -27,7 +27,7 @@ Built-ins (bytes per row for K classes):
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -245,9 +245,6 @@ class Int8(Codec):
         return bound + _F32_REL
 
 
-Rest = Literal["spread", "drop"]
-
-
 @dataclass(frozen=True)
 class TopK(Codec):
     """The ``k`` largest probabilities of each row and their class indices.
@@ -264,18 +261,20 @@ class TopK(Codec):
     """
 
     k: int = 2
-    rest: Rest = "spread"
-    values: Literal["float16", "int8"] = "float16"
+    rest: str = "spread"  # spread | drop
+    values: str = "float16"  # float16 | int8
 
     kinds: ClassVar[frozenset[str]] = frozenset({PROBS})
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ConfigError(f"codec.k must be an int >= 1, got {self.k!r}")
+            raise ConfigError(f"algorithm.codec.k must be an int >= 1, got {self.k!r}")
         if self.rest not in ("spread", "drop"):
-            raise ConfigError(f"codec.rest must be 'spread' or 'drop', got {self.rest!r}")
+            raise ConfigError(f"algorithm.codec.rest must be 'spread' or 'drop', got {self.rest!r}")
         if self.values not in ("float16", "int8"):
-            raise ConfigError(f"codec.values must be 'float16' or 'int8', got {self.values!r}")
+            raise ConfigError(
+                f"algorithm.codec.values must be 'float16' or 'int8', got {self.values!r}"
+            )
 
     def _inner(self) -> Codec:
         return Int8() if self.values == "int8" else Float16()

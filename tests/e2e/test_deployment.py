@@ -86,6 +86,15 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
     assert abs(sim_summary["final_global_accuracy"] - summary["final_global_accuracy"]) <= 0.01
     # one exchange per round (plus one describe at the start): rounds are recorded with times
     assert all(r.round_seconds > 0 for r in read_metrics(tmp_path / "tls"))
+    # and the same bytes cross the wire, client by client and round by round
+    assert _bytes_by_client(tmp_path / "tls") == _bytes_by_client(dsfl_run)
+
+
+def _bytes_by_client(run: Path) -> list[dict[int, tuple[int, int]]]:
+    return [
+        {c["client_id"]: (c["uplink_bytes"], c["downlink_bytes"]) for c in r.clients}
+        for r in read_metrics(run)
+    ]
 
 
 def test_dead_node_does_not_hang_the_run_a_restarted_one_continues_and_a_liar_is_outvoted(

@@ -155,7 +155,7 @@ def test_bad_rows_and_settings_fail_clearly() -> None:
     with pytest.raises(ValueError, match="exceeds the 3 classes"):
         TopK(k=4).encode(np.full((1, 3), 1 / 3), PROBS)
     with pytest.raises(ConfigError, match=r"codec\.rest"):
-        TopK(k=2, rest="smear")  # type: ignore[arg-type]
+        TopK(k=2, rest="smear")
     with pytest.raises(ConfigError, match=r"codec\.k"):
         TopK(k=0)
     with pytest.raises(ConfigError, match="sends logits"):

@@ -56,6 +56,9 @@ def _npz(path, labels, shape=(8, 8), with_y=True):
         (["algorithm.combine=nowhere.Rule"], "algorithm.combine"),
         (["+algorithm.postprocess.sharpness=2"], "algorithm.postprocess.sharpness"),
         (["dataset=npz"], "dataset.path"),  # a mandatory key left unset
+        (["algorithm.codec={name:topk,k:0}"], "algorithm.codec.k"),
+        (["algorithm.codec={name:topk,spread:1}"], "algorithm.codec.spread"),
+        (["algorithm=fedavg", "+algorithm.codec=int8"], "algorithm.codec"),
     ],
 )
 def test_bad_config_names_the_key(overrides, key):
@@ -110,3 +113,16 @@ def test_deployment_leaves_data_absent_here_to_the_server(tmp_path, caplog):
     broken.write_bytes(b"not an archive")
     with pytest.raises(ConfigError, match=r"not a readable \.npz"):  # present but malformed
         check_before_start(compose([*missing[:2], f"dataset.path={broken}", "mode=deploy"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["algorithm=fedmd", "algorithm.codec=topk"], "sends logits"),
+        (["algorithm.codec={name:topk,k:11}"], "exceeds the 10 classes"),
+    ],
+)
+def test_a_codec_that_cannot_encode_the_soft_labels_fails_before_the_run(overrides, message):
+    cfg = compose(["experiment=digits_quick", *overrides])
+    with pytest.raises(ConfigError, match=rf"algorithm\.codec.*{message}"):
+        preflight(cfg)
