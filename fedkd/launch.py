@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.checkpoint import has_checkpoint
+from fedkd.checkpoint import ServerCheckpoint, has_checkpoint
 from fedkd.config import ConfigError, ExperimentConfig, from_json, to_json
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY, RUN_RESUME_KEY
@@ -344,23 +344,34 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
             return run_baseline(cfg)
     check_before_start(cfg)
     start = time.monotonic()
+    # what the run had behind it when it resumed: its wall time, and the rounds it resumed after
+    earlier = ServerCheckpoint.load(out) if resume and has_checkpoint(out) else None
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     try:
         with interruptible():
             return _run_flower(cfg, out, workdir, resume)
     except RunInterrupted:
-        summary = write_interrupted_summary(out, time.monotonic() - start)
+        summary = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
         log.warning("run stopped after %d finished rounds -> %s", summary.rounds, out)
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def write_interrupted_summary(out: Path, wall_seconds: float) -> RunSummary:
+def write_interrupted_summary(
+    out: Path, cfg: ExperimentConfig, wall_seconds: float, earlier: ServerCheckpoint | None = None
+) -> RunSummary:
     """``summary.json`` of a stopped run: ``status: interrupted`` and the rounds it finished
-    (the ServerApp, stopped with its process, could not write it)."""
+    (the ServerApp, stopped with its process, could not write it); for a resumed run, counting
+    the time and the resumes behind the checkpoint it resumed from (``earlier``)."""
     rounds = read_metrics(out) if (out / METRICS_FILE).is_file() else []
+    if earlier is not None:
+        wall_seconds += earlier.wall_seconds
     summary = RunSummary.of_rounds(rounds, "interrupted", wall_seconds)
+    if earlier is not None:
+        summary.resumed_after = [*earlier.resumed_after, earlier.round]
+    if cfg.dp.enabled:
+        summary.dp_delta = cfg.dp.delta
     (out / SUMMARY_FILE).write_text(summary.to_json())
     return summary
 

@@ -114,3 +114,24 @@ def test_a_stopped_deployment_run_is_stopped_on_the_superlink_too(tmp_path, monk
                         stop_remote=True)  # fmt: skip
     timer.cancel()
     assert calls.read_text().split() == ["stop", "42", "mycluster"]
+
+
+def test_a_resumed_run_stopped_again_counts_its_earlier_time_and_resumes(tmp_path):
+    import json
+
+    from fedkd.launch import write_interrupted_summary
+    from fedkd.results import RoundRecord, RunRecorder
+    from tests.conftest import digits_config
+
+    cfg = digits_config("dp.epsilon=4", output_dir=str(tmp_path))
+    recorder = RunRecorder(tmp_path, cfg)
+    for r in (1, 2, 3):
+        recorder.log_round(RoundRecord(r, global_accuracy=0.5 + r / 10))
+    earlier = ServerCheckpoint(round=2, run_token="t", wall_seconds=100.0, resumed_after=[1],
+                               strategy={})  # fmt: skip
+    summary = write_interrupted_summary(tmp_path, cfg, 20.0, earlier)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["status"] == "interrupted" and written["rounds"] == 3 == summary.rounds
+    assert written["wall_seconds"] == 120.0  # before the resume, and since
+    assert written["resumed_after"] == [1, 2]
+    assert written["dp_delta"] == 1e-5
