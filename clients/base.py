@@ -151,24 +151,16 @@ class KDClient(ABC):
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
 
     def _fit_private(
-        self,
-        x: Tensor,
-        targets: Tensor,
-        loss_fn: LossFn,
-        cfg: TrainConfig,
-        public: tuple[Tensor, Tensor] | None = None,
+        self, x: Tensor, targets: Tensor, loss_fn: LossFn, cfg: TrainConfig
     ) -> dict[str, float]:
-        """Training on private examples (and ``public`` ones mixed in): one shuffled set, or
-        DP-SGD on the private ones within the budget, the public ones' gradient added exactly
+        """Training on a set that holds private examples: plain, or DP-SGD within the budget
         (a client whose budget cannot pay for this round does not train, and says so)."""
         if self.privacy is None:
-            if public is not None:
-                x, targets = torch.cat([x, public[0]]), torch.cat([targets, public[1]])
             return train(self.model, x, targets, loss_fn, cfg)
         if not self.privacy.can_afford(len(x), cfg):
             self.budget_exhausted = True
             return {}
-        return self.privacy.train(self.model, x, targets, loss_fn, cfg, public)
+        return self.privacy.train(self.model, x, targets, loss_fn, cfg)
 
     def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
         """One pass over the private samples (one-hot targets) and the teacher samples the
@@ -183,10 +175,9 @@ class KDClient(ABC):
         teacher = torch.from_numpy(task.consensus_probs.astype(np.float32))  # (m, K)
         public = torch.from_numpy(task.consensus_indices.astype(np.int64))
         terms = self._fit_private(
-            x,
-            F.one_hot(labels, teacher.shape[1]).float(),
+            torch.cat([x, self.public_x[public]]),
+            torch.cat([F.one_hot(labels, teacher.shape[1]).float(), teacher]),
             make_kd_loss(1.0),
             self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1),
-            public=(self.public_x[public], teacher),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}

@@ -8,12 +8,11 @@ step over the whole run; its history travels with the student's state. Everythin
 sends afterwards -- soft labels on public samples, metrics -- is computed from the DP-trained
 student and public data: post-processing, which spends no privacy of its own.
 
-Public data is not private: under the joint schedule, each DP-SGD step over a Poisson batch of
-private examples adds the exact gradient of a share of the teacher-labelled public samples --
-neither clipped nor noised, computed from the current (DP-trained) student and public data, so
-post-processing that spends nothing -- and the accountant charges the private examples' sampling
-rate ``batch / private``. Steps on public data alone (the sequential schedule's digest) are
-not DP steps either.
+A step on the joint schedule's mixed batch (private examples plus teacher-labelled public
+ones) is one DP-SGD step over the mixed set: every example's gradient is clipped and noised
+alike, and the accountant charges the private examples' sampling rate ``batch / (private +
+public)``, exactly the mechanism that ran. Steps on public data alone (the sequential
+schedule's digest) are not DP steps and need none.
 
 With a target ``epsilon``, the noise is calibrated so that the client's planned rounds spend
 exactly it (:func:`calibrate`); a client asked to train once more than planned (sampling or
@@ -31,8 +30,6 @@ import torch
 from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
-from opacus.grad_sample import AbstractGradSampleHooks
-from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -119,13 +116,10 @@ class PrivateTrainer:
 
     def train(
         self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
-        cfg: TrainConfig, public: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cfg: TrainConfig,
     ) -> dict[str, float]:  # fmt: skip
-        """``cfg.epochs`` of DP-SGD (Adam on the privatised gradients) over the private
-        ``(x, targets)``. ``public``: (inputs, targets) that are not private; each step adds the
-        exact gradient of its share of them (an equal part per step, reshuffled each epoch) to
-        the privatised one. Returns the last epoch's mean loss terms (private and public
-        samples alike). The caller checks :meth:`can_afford` (on the private examples) first."""
+        """``cfg.epochs`` of DP-SGD (Adam on the privatised gradients) over ``(x, targets)``;
+        returns the last epoch's mean loss terms. The caller checks :meth:`can_afford` first."""
         if cfg.epochs == 0 or len(x) == 0:
             return {}
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -151,9 +145,7 @@ class PrivateTrainer:
             try:
                 with warnings.catch_warnings():  # inputs never require gradients: expected
                     warnings.filterwarnings("ignore", "Full backward hook is firing")
-                    terms = self._epochs(
-                        model, private_loader, optimizer, loss_fn, cfg, generator, hooks, public
-                    )
+                    terms = self._epochs(model, private_loader, optimizer, loss_fn, cfg, generator)
             finally:
                 hooks.cleanup()
         self.history = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
@@ -163,28 +155,17 @@ class PrivateTrainer:
     def _epochs(
         model: nn.Module,
         loader: DataLoader,
-        optimizer: DPOptimizer,
+        optimizer: torch.optim.Optimizer,
         loss_fn: LossFn,
         cfg: TrainConfig,
         generator: torch.Generator,
-        hooks: AbstractGradSampleHooks,
-        public: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> dict[str, float]:
         model.train()
         totals: dict[str, float] = {}
         seen = 0
-
-        def add(terms: dict[str, torch.Tensor] | None, count: int) -> None:
-            for name, value in (terms or {}).items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) * count
-
         for _ in range(cfg.epochs):
             totals, seen = {}, 0
-            shares: tuple[torch.Tensor, ...] = ()
-            if public is not None:  # the public samples, split evenly over this epoch's steps
-                order = torch.randperm(len(public[0]), generator=generator)
-                shares = order.tensor_split(max(1, len(loader)))
-            for step, (inputs, target) in enumerate(loader):
+            for inputs, target in loader:
                 if cfg.augment.active and len(inputs):
                     inputs = cfg.augment(inputs, generator)
                 optimizer.zero_grad(set_to_none=True)
@@ -193,40 +174,11 @@ class PrivateTrainer:
                     _empty_backward(model)
                 else:
                     terms["total"].backward()
-                add(terms, len(inputs))
+                optimizer.step()
+                for name, value in (terms or {}).items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(inputs)
                 seen += len(inputs)
-                if not optimizer.pre_step():  # clips, noises, accounts
-                    continue
-                share = shares[step] if step < len(shares) else None
-                if public is not None and share is not None and len(share):
-                    seen += len(share)
-                    add(_public_backward(model, hooks, public, share, loss_fn, cfg, generator),
-                        len(share))  # fmt: skip
-                optimizer.original_optimizer.step()
         return {name: total / max(seen, 1) for name, total in totals.items()}
-
-
-def _public_backward(
-    model: nn.Module,
-    hooks: AbstractGradSampleHooks,
-    public: tuple[torch.Tensor, torch.Tensor],
-    share: torch.Tensor,
-    loss_fn: LossFn,
-    cfg: TrainConfig,
-    generator: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """Add the exact gradient of the public samples ``share`` to the privatised one (no
-    per-example gradients: Opacus's hooks are off meanwhile)."""
-    inputs, targets = public[0][share], public[1][share]
-    if cfg.augment.active:
-        inputs = cfg.augment(inputs, generator)
-    hooks.disable_hooks()
-    try:
-        terms = loss_fn(model(inputs), targets)
-        terms["total"].backward()  # accumulates onto the noisy private gradient
-    finally:
-        hooks.enable_hooks()
-    return terms
 
 
 def _empty_backward(model: nn.Module) -> None:

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedkd.config import ConfigError
 from fedkd.experiment import preflight
 from fedkd.privacy import PrivateTrainer, calibrate, epsilon_spent, unsupported_layers
-from fedkd.training import TrainConfig, make_kd_loss, supervised_loss
+from fedkd.training import TrainConfig, supervised_loss
 from tests.conftest import digits_config
 
 DELTA = 1e-5
@@ -90,28 +90,6 @@ def test_dp_sgd_still_learns_with_moderate_noise():
     accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.8
     assert not any(hasattr(p, "grad_sample") for p in model.parameters())  # hooks removed
-
-
-def test_public_samples_are_learnt_exactly_and_spend_no_privacy():
-    x, y = _data()
-    g = torch.Generator().manual_seed(1)
-    public_x = torch.randn(256, 1, 8, 8, generator=g)
-    public_rule = (public_x[:, 0, 0, 0] > 0).long()  # a rule the private data does not teach
-    onehot = nn.functional.one_hot
-    loss_fn = make_kd_loss(1.0)
-    trained = {}
-    for with_public in (False, True):
-        model = _model()
-        trainer = PrivateTrainer(noise_multiplier=4.0, max_grad_norm=1.0, delta=DELTA,
-                                 budget=None)  # fmt: skip
-        public = (public_x, onehot(public_rule, 2).float()) if with_public else None
-        trainer.train(model, x, onehot(y, 2).float(), loss_fn, _cfg(epochs=8), public)
-        fit = (model(public_x).argmax(1) == public_rule).float().mean().item()
-        trained[with_public] = (trainer.history, fit)
-    # the accountant charged the private Poisson steps only: the same with or without them
-    assert trained[True][0] == trained[False][0] == [(4.0, 1 / 8, 64)]
-    # heavy noise on the private part, none on the public one: its rule is learnt
-    assert trained[True][1] > 0.75 > 0.6 > trained[False][1], trained
 
 
 def test_empty_history_spends_nothing():
