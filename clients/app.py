@@ -124,10 +124,12 @@ def _round_task(msg: Message, server_round: int, splits: DatasetSplits, codec: C
     teacher to digest (decoded). A malformed message raises, and the server records why."""
     config = msg.content.config_records[protocol.ROUND_CONFIG]
     seed, count = config[protocol.PUBLIC_SEED], config[protocol.PUBLIC_COUNT]
-    if not isinstance(count, int) or not isinstance(seed, list):
+    given = seed if isinstance(seed, list) else []
+    entropy = [s for s in given if isinstance(s, int) and not isinstance(s, bool)]
+    if not isinstance(count, int) or not entropy or len(entropy) != len(given):
         raise TypeError(f"'{protocol.PUBLIC_SEED}'/'{protocol.PUBLIC_COUNT}': {seed!r}, {count!r}")
     num_public = len(splits.public)
-    public = public_subset(num_public, count, seed)
+    public = public_subset(num_public, count, entropy)
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
     if protocol.CONSENSUS_INDICES not in arrays:
         return RoundTask(server_round, public)
