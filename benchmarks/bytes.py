@@ -14,11 +14,7 @@ Writes ``benchmarks/results/bytes/<grid>/``: ``runs/<job>/``, ``results.json`` /
 ``results.csv`` (one row per finished job), ``table.md`` and ``accuracy_vs_uplink.png``.
 """
 
-import argparse
-import csv
 import json
-import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +23,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Job, run_jobs
+from grid import Benchmark, Job
 
-from fedkd.launch import RunInterrupted
-from fedkd.logs import configure_logging
 from fedkd.results import read_metrics, read_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bytes"
@@ -166,42 +160,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     return path
 
 
-def write_report(runs: list[Path], out: Path) -> str:
-    rows = [row_of(r) for r in runs]
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
-    if rows:
-        with (out / "results.csv").open("w", newline="") as f:
-            flat = [{k: v for k, v in r.items() if k != "accuracy_by_round"} for r in rows]
-            writer = csv.DictWriter(f, fieldnames=list(flat[0]))
-            writer.writeheader()
-            writer.writerows(flat)
-        plot(rows, out)
-    text = table(rows) if rows else "no finished runs\n"
-    (out / "table.md").write_text(text)
-    return text
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", choices=sorted(GRIDS), default="reduced")
-    parser.add_argument("--only", nargs="*", help="run only jobs whose name contains one of these")
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    configure_logging()
-    grid = GRIDS[args.grid]
-    root = RESULTS / args.grid
-    root.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_of(grid)
-    (root / "grid.json").write_text(
-        json.dumps({"setting": BASE, "jobs": [j.name for j in jobs], **vars(grid)}, indent=2)
-    )
-    runs = run_jobs(root, jobs, args.only, execute=not args.report_only)
-    print(write_report(runs, root))
-
+BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RunInterrupted as stop:
-        logging.getLogger("fedkd.benchmark").warning("%s: re-run to resume", stop)
-        sys.exit(128 + stop.signum)
+    BENCHMARK.main()

@@ -7,16 +7,21 @@ cleanly (its folder says "interrupted"); the next invocation resumes it from its
 it does a run killed before it could write its summary.
 """
 
+import argparse
+import csv
 import json
 import logging
+import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedkd.checkpoint import has_checkpoint
 from fedkd.config import ExperimentConfig, compose, to_json
-from fedkd.launch import resume_config, run
+from fedkd.launch import RunInterrupted, resume_config, run
+from fedkd.logs import configure_logging
 from fedkd.results import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger("fedkd.benchmark")
@@ -81,3 +86,59 @@ def run_jobs(
         if is_done(out, cfg):
             finished.append(out)
     return finished
+
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A resumable grid benchmark: its grids, how jobs are named, and how runs become a report
+    (``results.json``, ``results.csv`` without the list-valued columns, ``table.md``, a plot)."""
+
+    doc: str  # the script's docstring (its first line is the CLI's description)
+    results: Path  # benchmarks/results/<name>: one folder per grid
+    base: str  # the experiment every job starts from
+    grids: Mapping[str, Any]
+    jobs_of: Callable[[Any], list[Job]]
+    row_of: Callable[[Path], Row]
+    table: Callable[[list[Row]], str]
+    plot: Callable[[list[Row], Path], Path]
+
+    def write_report(self, runs: list[Path], out: Path) -> str:
+        rows = [self.row_of(r) for r in runs]
+        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        if rows:
+            with (out / "results.csv").open("w", newline="") as f:
+                fields = [k for k, v in rows[0].items() if not isinstance(v, list)]
+                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            self.plot(rows, out)
+        text = self.table(rows) if rows else "no finished runs\n"
+        (out / "table.md").write_text(text)
+        return text
+
+    def main(self) -> None:
+        """The command line: run (or resume) a grid, then write its report. SIGINT/SIGTERM stop
+        it cleanly (exit 128 + signal); re-running resumes."""
+        parser = argparse.ArgumentParser(description=self.doc.splitlines()[0])
+        parser.add_argument("--grid", choices=sorted(self.grids), default="reduced")
+        parser.add_argument(
+            "--only", nargs="*", help="run only jobs whose name contains one of these"
+        )
+        parser.add_argument("--report-only", action="store_true")
+        args = parser.parse_args()
+        configure_logging()
+        grid = self.grids[args.grid]
+        root = self.results / args.grid
+        root.mkdir(parents=True, exist_ok=True)
+        jobs = self.jobs_of(grid)
+        description = {"setting": self.base, "jobs": [j.name for j in jobs], **vars(grid)}
+        (root / "grid.json").write_text(json.dumps(description, indent=2, default=str))
+        try:
+            runs = run_jobs(root, jobs, args.only, execute=not args.report_only)
+        except RunInterrupted as stop:
+            log.warning("%s: re-run to resume", stop)
+            sys.exit(128 + stop.signum)
+        print(self.write_report(runs, root))
