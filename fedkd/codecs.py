@@ -308,18 +308,11 @@ class TopK(Codec):
             raise ValueError("probabilities must be >= 0")
         top = self._top(values)
         kept = np.take_along_axis(values, top, axis=1)
-        inner = self._encode_kept(kept)
+        inner = self._inner().encode(kept, PROBS)  # >= 0, unnormalised: int8 sends it unsigned
         return {
             "indices": top.astype(self._index_dtype(values.shape[1])),
             **{f"top-{name}": part for name, part in inner.items()},
         }
-
-    def _encode_kept(self, kept: NDArray[np.float64]) -> Parts:
-        if self.values == "float16":
-            return Float16().encode(kept, LOGITS)
-        scale = _scale_up(_row_max(kept) / 255)
-        step = np.where(scale > 0, scale, 1).astype(np.float64)[:, None]
-        return {"values": np.clip(np.rint(kept / step), 0, 255).astype(np.uint8), "scale": scale}
 
     def _decode(self, parts: Parts, num_classes: int, kind: str) -> NDArray[np.float32]:
         indices = parts["indices"].astype(np.int64)
