@@ -186,19 +186,24 @@ def _privacy(node: Node, previous: StudentState | None) -> "PrivateTrainer | Non
     dp = node.cfg.dp
     if not dp.enabled:
         return None
-    from fedkd.privacy import PrivateTrainer, calibrate, steps_per_epoch  # Opacus: DP runs only
+    from fedkd.privacy import PrivateTrainer, calibrate, plan_pass  # Opacus: DP runs only
 
     noise = dp.noise_multiplier
     if noise is None:
         assert dp.epsilon is not None
         clients = node.cfg.clients
-        per_round = clients.revisit_epochs * steps_per_epoch(len(node.private), clients.batch_size)
+        private = len(node.private)
+        # under the joint schedule every round after the first mixes in one teacher sample per
+        # private example (fewer when the round's consensus is smaller): a larger set sampled at
+        # a lower rate, which is what the accountant will be charged for
+        teacher = 0
+        if clients.kd_schedule == "joint":
+            teacher = min(private, node.cfg.public_per_round or len(node.splits.public))
         # a client id outside the simulated range (a node's own `client-id`) plans for every round
-        rounds = planned_rounds(node.cfg, node.client_id) or range(node.cfg.num_rounds)
-        steps = per_round * len(rounds)
-        noise = calibrate(
-            dp.epsilon, dp.delta, len(node.private), clients.batch_size, steps, dp.accountant
-        )
+        rounds = planned_rounds(node.cfg, node.client_id) or range(1, node.cfg.num_rounds + 1)
+        batch, epochs = clients.batch_size, clients.revisit_epochs
+        plan = [plan_pass(private + (teacher if r > 1 else 0), batch, epochs) for r in rounds]
+        noise = calibrate(dp.epsilon, dp.delta, plan, dp.accountant)
     return PrivateTrainer(
         noise_multiplier=noise,
         max_grad_norm=dp.max_grad_norm,

@@ -23,13 +23,13 @@ can_afford`) and keeps answering with the student it has.
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import torch
 from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -68,21 +68,42 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_examples / batch_size))
 
 
+def plan_pass(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(sample rate, steps) of ``epochs`` Poisson-sampled passes over ``num_examples`` with an
+    expected batch of ``batch_size``: what Opacus's accountant records for them."""
+    per_epoch = steps_per_epoch(num_examples, batch_size)
+    return 1.0 / per_epoch, per_epoch * epochs
+
+
 def calibrate(
-    epsilon: float, delta: float, num_examples: int, batch_size: int, steps: int, accountant: str
+    epsilon: float,
+    delta: float,
+    plan: Sequence[tuple[float, int]],
+    accountant: str,
+    tolerance: float = 0.01,
 ) -> float:
-    """The noise multiplier with which ``steps`` Poisson-sampled steps over ``num_examples``
-    (expected batch ``batch_size``) spend ``epsilon`` at ``delta`` (Opacus's search)."""
-    sample_rate = 1.0 / steps_per_epoch(num_examples, batch_size)
-    return float(
-        get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=max(1, steps),
-            accountant=accountant,
-        )
-    )
+    """The noise multiplier with which the passes in ``plan`` -- (sample rate, steps) each, as
+    :func:`plan_pass` gives them; rates may differ from pass to pass -- spend ``epsilon`` at
+    ``delta``, within ``tolerance`` below it (bisection on the accountant's own ε, as Opacus's
+    ``get_noise_multiplier`` does for a single rate)."""
+    if not plan:
+        raise ValueError("nothing to calibrate: the plan has no passes")
+
+    def spent(sigma: float) -> float:
+        return epsilon_spent([(sigma, q, n) for q, n in plan], delta, accountant)
+
+    low, high = 0.0, 10.0
+    while spent(high) > epsilon:
+        low, high = high, 2 * high
+        if high > 1e4:
+            raise ValueError(f"no noise multiplier reaches epsilon {epsilon} at delta {delta}")
+    while spent(high) < epsilon - tolerance:
+        mid = (low + high) / 2
+        if spent(mid) > epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
 
 
 @dataclass
@@ -100,15 +121,11 @@ class PrivateTrainer:
     def epsilon(self) -> float:
         return epsilon_spent(self.history, self.delta, self.accountant)
 
-    def _plan(self, num_examples: int, cfg: TrainConfig) -> tuple[float, int]:
-        per_epoch = steps_per_epoch(num_examples, cfg.batch_size)
-        return 1.0 / per_epoch, per_epoch * cfg.epochs
-
     def can_afford(self, num_examples: int, cfg: TrainConfig) -> bool:
         """Whether training ``cfg.epochs`` over ``num_examples`` stays within the budget."""
         if self.budget is None:
             return True
-        rate, steps = self._plan(num_examples, cfg)
+        rate, steps = plan_pass(num_examples, cfg.batch_size, cfg.epochs)
         after = epsilon_spent(
             [*self.history, (self.noise_multiplier, rate, steps)], self.delta, self.accountant
         )

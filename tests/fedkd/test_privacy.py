@@ -4,12 +4,19 @@ noise, a target ε is met, a spent budget stops training, and what DP cannot tra
 import pytest
 import torch
 from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedkd.config import ConfigError
 from fedkd.experiment import preflight
-from fedkd.privacy import PrivateTrainer, calibrate, epsilon_spent, unsupported_layers
+from fedkd.privacy import (
+    PrivateTrainer,
+    calibrate,
+    epsilon_spent,
+    plan_pass,
+    unsupported_layers,
+)
 from fedkd.training import TrainConfig, supervised_loss
 from tests.conftest import digits_config
 
@@ -69,10 +76,34 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_noise():
     assert spent[1.6] < spent[0.8]
 
 
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_calibration_of_one_rate_agrees_with_opacus(accountant: str):
+    rate, steps = plan_pass(1000, 50, epochs=3)
+    assert (rate, steps) == (1 / 20, 60)
+    ours = calibrate(4.0, DELTA, [(rate, steps)] * 5, accountant)
+    theirs = get_noise_multiplier(
+        target_epsilon=4.0, target_delta=DELTA, sample_rate=rate, steps=5 * steps,
+        accountant=accountant,
+    )  # fmt: skip
+    assert ours == pytest.approx(theirs, rel=0.02)
+    assert 3.99 - 0.01 <= epsilon_spent([(ours, rate, 5 * steps)], DELTA, accountant) <= 4.0
+
+
+def test_calibration_of_mixed_rates_spends_the_target_and_needs_less_noise_than_the_worst():
+    # round 1 over 1000 private examples; later rounds over them plus 1000 teacher samples
+    plan = [plan_pass(1000, 50, 3)] + [plan_pass(2000, 50, 3)] * 9
+    noise = calibrate(8.0, DELTA, plan, "rdp")
+    spent = epsilon_spent([(noise, q, n) for q, n in plan], DELTA, "rdp")
+    assert 7.98 <= spent <= 8.0
+    assert noise < calibrate(8.0, DELTA, [plan_pass(1000, 50, 3)] * 10, "rdp")
+    with pytest.raises(ValueError, match="no passes"):
+        calibrate(8.0, DELTA, [], "rdp")
+
+
 def test_a_target_epsilon_is_met_and_a_spent_budget_stops_training():
     x, y = _data()
     cfg = _cfg(epochs=1)
-    noise = calibrate(2.0, DELTA, len(x), 32, steps=3 * 8, accountant="rdp")  # 3 rounds
+    noise = calibrate(2.0, DELTA, [plan_pass(len(x), 32, epochs=1)] * 3, accountant="rdp")
     trainer = PrivateTrainer(noise_multiplier=noise, max_grad_norm=1.0, delta=DELTA, budget=2.0)
     model = _model()
     for r in range(3):
