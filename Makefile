@@ -29,8 +29,11 @@ data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt 
 run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL+)
 	$(BIN)/fedkd $(ARGS)
 
+# the end-to-end tests mostly wait (Ray start-up, Flower's polling): two workers overlap them
+TEST_WORKERS ?= 2
+
 test: setup  ## run the test suite (includes real Flower simulations; deployment tests too)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup  ## ruff lint + format check, mypy
 	$(BIN)/ruff check .

@@ -36,7 +36,7 @@ from fedkd.experiment import (
 from fedkd.models import count_parameters
 from fedkd.sampling import public_subset
 from fedkd.schema import import_object
-from fedkd.training import derive_seed
+from fedkd.training import derive_seed, local_epochs
 
 if TYPE_CHECKING:
     from fedkd.privacy import PrivateTrainer
@@ -201,8 +201,11 @@ def _privacy(node: Node, previous: StudentState | None) -> "PrivateTrainer | Non
             teacher = min(private, node.cfg.public_per_round or len(node.splits.public))
         # a client id outside the simulated range (a node's own `client-id`) plans for every round
         rounds = planned_rounds(node.cfg, node.client_id) or range(1, node.cfg.num_rounds + 1)
-        batch, epochs = clients.batch_size, clients.revisit_epochs
-        plan = [plan_pass(private + (teacher if r > 1 else 0), batch, epochs) for r in rounds]
+        batch, epochs, steps = clients.batch_size, clients.revisit_epochs, clients.min_local_steps
+        plan = []
+        for r in rounds:
+            examples = private + (teacher if r > 1 else 0)
+            plan.append(plan_pass(examples, batch, local_epochs(examples, batch, epochs, steps)))
         noise = calibrate(dp.epsilon, dp.delta, plan, dp.accountant)
     return PrivateTrainer(
         noise_multiplier=noise,

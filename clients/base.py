@@ -27,6 +27,7 @@ from fedkd.training import (
     TrainConfig,
     derive_seed,
     evaluate,
+    local_epochs,
     make_kd_loss,
     predict_logits,
     supervised_loss,
@@ -100,6 +101,10 @@ class KDClient(ABC):
     def digest_temperature(self) -> float:
         return self.algorithm.temperature
 
+    def _local_epochs(self, num_examples: int) -> int:
+        c = self.cfg.clients
+        return local_epochs(num_examples, c.batch_size, c.revisit_epochs, c.min_local_steps)
+
     def _train_config(self, epochs: int, server_round: int, phase: int) -> TrainConfig:
         return TrainConfig(
             epochs=epochs,
@@ -141,12 +146,13 @@ class KDClient(ABC):
         return {**metrics, **self._revisit(task.server_round)}
 
     def _revisit(self, server_round: int) -> dict[str, float]:
-        """``clients.revisit_epochs`` of supervised training on the private partition."""
+        """``clients.revisit_epochs`` (at least ``clients.min_local_steps`` steps) of supervised
+        training on the private partition."""
         terms = self._fit_private(
             torch.from_numpy(self.private.x),
             torch.from_numpy(self.private.y),
             supervised_loss,
-            self._train_config(self.cfg.clients.revisit_epochs, server_round, 1),
+            self._train_config(self._local_epochs(len(self.private)), server_round, 1),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
 
@@ -178,6 +184,6 @@ class KDClient(ABC):
             torch.cat([x, self.public_x[public]]),
             torch.cat([F.one_hot(labels, teacher.shape[1]).float(), teacher]),
             make_kd_loss(1.0),
-            self._train_config(self.cfg.clients.revisit_epochs, task.server_round, 1),
+            self._train_config(self._local_epochs(len(x) + len(public)), task.server_round, 1),
         )
         return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}

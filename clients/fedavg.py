@@ -11,7 +11,14 @@ from torch import nn
 from fedkd import protocol
 from fedkd.config import ExperimentConfig
 from fedkd.data import ArrayDataset
-from fedkd.training import TrainConfig, derive_seed, evaluate, supervised_loss, train
+from fedkd.training import (
+    TrainConfig,
+    derive_seed,
+    evaluate,
+    local_epochs,
+    supervised_loss,
+    train,
+)
 
 
 def local_update(
@@ -29,7 +36,12 @@ def local_update(
         torch.from_numpy(private.y),
         supervised_loss,
         TrainConfig(
-            epochs=cfg.clients.revisit_epochs,
+            epochs=local_epochs(
+                len(private),
+                cfg.clients.batch_size,
+                cfg.clients.revisit_epochs,
+                cfg.clients.min_local_steps,
+            ),
             batch_size=cfg.clients.batch_size,
             lr=cfg.clients.lr,
             seed=derive_seed(cfg.seed, server_round, client_id, 1),

@@ -31,6 +31,7 @@ from fedkd.training import (
     TrainConfig,
     derive_seed,
     evaluate,
+    local_epochs,
     seed_everything,
     supervised_loss,
     train,
@@ -46,7 +47,12 @@ def _fit(cfg: ExperimentConfig, model: torch.nn.Module, data: ArrayDataset, seed
         torch.from_numpy(data.y),
         supervised_loss,
         TrainConfig(
-            cfg.clients.revisit_epochs,
+            local_epochs(
+                len(data),
+                cfg.clients.batch_size,
+                cfg.clients.revisit_epochs,
+                cfg.clients.min_local_steps,
+            ),
             cfg.clients.batch_size,
             cfg.clients.lr,
             seed,

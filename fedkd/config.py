@@ -328,6 +328,8 @@ class ClientsConfig(_Augmented):
     batch_size: int = 64
     lr: float = 1e-3
     revisit_epochs: int = 1  # local training on private data per round
+    # ... but at least this many optimizer steps (more passes for a client with few examples)
+    min_local_steps: int = 0
     digest_epochs: int = 1  # distillation toward the consensus per round
     # sequential: digest, then revisit. joint: revisit_epochs over the private data mixed with
     # as many teacher-labelled public samples, in one pass (digest_epochs unused).
@@ -357,10 +359,21 @@ class ClientsConfig(_Augmented):
             )
         for key in ("batch_size", "num_threads"):
             require(getattr(self, key) >= 1, f"clients.{key}", "must be >= 1")
-        for key in ("revisit_epochs", "digest_epochs", "num_eval_samples", "augment_shift"):
+        for key in (
+            "revisit_epochs",
+            "min_local_steps",
+            "digest_epochs",
+            "num_eval_samples",
+            "augment_shift",
+        ):
             require(getattr(self, key) >= 0, f"clients.{key}", "must be >= 0")
         require(self.lr > 0, "clients.lr", "must be > 0")
         one_of(self.kd_schedule, KD_SCHEDULES, "clients.kd_schedule")
+        require(
+            self.revisit_epochs > 0 or self.min_local_steps == 0,
+            "clients.min_local_steps",
+            "needs local training (clients.revisit_epochs > 0)",
+        )
         require(
             self.kd_schedule != "joint" or self.digest_epochs == 1,
             "clients.digest_epochs",

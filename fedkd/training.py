@@ -4,6 +4,7 @@ Supervised training on private data, a client digesting the consensus and the se
 the global model are all :func:`train` with a different ``loss_fn`` and targets.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,20 @@ class TrainConfig:
     seed: int
     weight_decay: float = 0.0
     augment: Augment = field(default_factory=Augment)  # on each batch's inputs, not targets
+
+
+def local_epochs(num_examples: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """Passes a client makes over its ``num_examples``: ``epochs``, or more when that many give
+    fewer than ``min_steps`` optimizer steps (``clients.min_local_steps``: a client with tens of
+    examples still trains); 0 stays 0 (no local training).
+
+    >>> local_epochs(50, 32, 1, 20), local_epochs(5000, 32, 1, 20), local_epochs(50, 32, 0, 20)
+    (10, 1, 0)
+    """
+    if epochs == 0 or num_examples == 0:
+        return epochs
+    per_epoch = math.ceil(num_examples / batch_size)
+    return max(epochs, math.ceil(min_steps / per_epoch))
 
 
 def supervised_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:

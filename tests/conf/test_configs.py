@@ -86,11 +86,17 @@ def test_client_sampling_fraction_and_minimum():
         ("model.ema_decay=1.0", "model.ema_decay"),
         ("model.augment_shift=-2", "model.augment_shift"),
         ("clients.augment_flip=maybe", "clients.augment_flip"),
+        ("clients.min_local_steps=-1", "clients.min_local_steps"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         compose([override])
+
+
+def test_min_local_steps_without_local_training_is_refused():
+    with pytest.raises(ConfigError, match=r"clients\.min_local_steps"):
+        compose(["clients.revisit_epochs=0", "clients.min_local_steps=10"])
 
 
 def test_fedmd_cannot_use_era():
