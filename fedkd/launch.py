@@ -172,6 +172,46 @@ def still_running(pids: list[int]) -> list[int]:
     return [p for p in pids if p in table and table[p][2] != "Z"]
 
 
+def proportional_memory(pids: list[int]) -> int:
+    """Bytes of memory ``pids`` hold together, each shared page counted once in all (the sum
+    of their proportional set sizes, ``Pss`` in ``/proc/<pid>/smaps_rollup``); processes that
+    are gone or unreadable count 0."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024  # kB
+                    break
+    return total
+
+
+class MemoryWatch:
+    """The peak memory of this process and every process below it (the run's SuperLink,
+    simulation, Ray workers), sampled every ``interval`` seconds on a daemon thread while the
+    ``with`` block runs; ``peak`` is in bytes (0 where ``/proc`` is unavailable)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="fedkd-memory", daemon=True)
+
+    def _watch(self) -> None:
+        while True:
+            self.peak = max(self.peak, proportional_memory(process_tree(os.getpid())))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "MemoryWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
     """Stop ``proc`` and every process below it, in all their process groups: SIGTERM, then
     SIGKILL what is left after ``timeout`` seconds."""
@@ -346,16 +386,39 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     start = time.monotonic()
     # what the run had behind it when it resumed: its wall time, and the rounds it resumed after
     earlier = ServerCheckpoint.load(out) if resume and has_checkpoint(out) else None
+    before = _peak_before(out) if resume else 0
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
+    memory = MemoryWatch()
     try:
-        with interruptible():
-            return _run_flower(cfg, out, workdir, resume)
+        with interruptible(), memory:
+            summary = _run_flower(cfg, out, workdir, resume)
     except RunInterrupted:
-        summary = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
-        log.warning("run stopped after %d finished rounds -> %s", summary.rounds, out)
+        stopped = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
+        if cfg.mode == "simulation":
+            _add_peak_memory(out, memory.peak, before)
+        log.warning("run stopped after %d finished rounds -> %s", stopped.rounds, out)
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if cfg.mode != "simulation":  # the SuperLink and SuperNodes are not this process's tree
+        return summary
+    return _add_peak_memory(out, memory.peak, before).to_dict()
+
+
+def _peak_before(out: Path) -> int:
+    """The peak memory the stopped run in ``out`` had recorded before it stopped (0: none)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return read_run_summary(out).peak_memory_bytes or 0
+    return 0
+
+
+def _add_peak_memory(out: Path, peak: int, before: int) -> RunSummary:
+    """Record in ``summary.json`` the peak memory of the process tree on this machine (for a
+    resumed run, the larger of this stretch's and the one before the stop)."""
+    summary = read_run_summary(out)
+    summary.peak_memory_bytes = max(peak, before) or None
+    (out / SUMMARY_FILE).write_text(summary.to_json())
+    return summary
 
 
 def write_interrupted_summary(

@@ -130,6 +130,9 @@ class RunSummary:
     dp_delta: float | None = None
     resumed_after: list[int] = field(default_factory=list)  # rounds a stopped run resumed after
     wall_seconds: float = 0.0
+    # simulation: the peak memory of the launcher's process tree (its SuperLink, the simulation,
+    # Ray's workers), summed proportional set sizes sampled every 0.5 s; None: not measured
+    peak_memory_bytes: int | None = None
     clients: list[dict[str, Any]] = field(default_factory=list)  # the roster
     unusable_nodes: dict[str, str] = field(default_factory=dict)  # node id -> why
     error: str | None = None
