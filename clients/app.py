@@ -194,11 +194,12 @@ def _privacy(node: Node, previous: StudentState | None) -> "PrivateTrainer | Non
         clients = node.cfg.clients
         private = len(node.private)
         # under the joint schedule every round after the first mixes in one teacher sample per
-        # private example (fewer when the round's consensus is smaller): a larger set sampled at
-        # a lower rate, which is what the accountant will be charged for
+        # private example, or clients.min_teacher_samples (fewer when the round's consensus is
+        # smaller): a larger set sampled at a lower rate, which the accountant will charge
         teacher = 0
         if clients.kd_schedule == "joint":
-            teacher = min(private, node.cfg.public_per_round or len(node.splits.public))
+            wanted = max(private, clients.min_teacher_samples)
+            teacher = min(wanted, node.cfg.public_per_round or len(node.splits.public))
         # a client id outside the simulated range (a node's own `client-id`) plans for every round
         rounds = planned_rounds(node.cfg, node.client_id) or range(1, node.cfg.num_rounds + 1)
         batch, epochs, steps = clients.batch_size, clients.revisit_epochs, clients.min_local_steps

@@ -334,6 +334,7 @@ class ClientsConfig(_Augmented):
     # sequential: digest, then revisit. joint: revisit_epochs over the private data mixed with
     # as many teacher-labelled public samples, in one pass (digest_epochs unused).
     kd_schedule: str = "joint"
+    min_teacher_samples: int = 0  # joint: at least this many teacher samples (small clients)
     augment_shift: int = 0  # random translation (pixels) of private images in training
     augment_flip: bool = False  # random horizontal mirror of private images in training
     num_eval_samples: int = 2_000  # first samples of the test set each client reports on; 0: off
@@ -362,6 +363,7 @@ class ClientsConfig(_Augmented):
         for key in (
             "revisit_epochs",
             "min_local_steps",
+            "min_teacher_samples",
             "digest_epochs",
             "num_eval_samples",
             "augment_shift",
@@ -373,6 +375,11 @@ class ClientsConfig(_Augmented):
             self.revisit_epochs > 0 or self.min_local_steps == 0,
             "clients.min_local_steps",
             "needs local training (clients.revisit_epochs > 0)",
+        )
+        require(
+            self.kd_schedule == "joint" or self.min_teacher_samples == 0,
+            "clients.min_teacher_samples",
+            "is used by clients.kd_schedule=joint only",
         )
         require(
             self.kd_schedule != "joint" or self.digest_epochs == 1,

@@ -25,11 +25,15 @@ def round_public_seed(seed: int, server_round: int) -> list[int]:
     return [seed, server_round, 1]
 
 
-def teacher_subset(num_teacher: int, num_private: int, seed: int) -> NDArray[np.int64]:
+def teacher_subset(
+    num_teacher: int, num_private: int, seed: int, minimum: int = 0
+) -> NDArray[np.int64]:
     """Which of ``num_teacher`` teacher samples a client mixes into one pass over its
     ``num_private`` private examples (``clients.kd_schedule=joint``): as many as it has private
-    examples (all of them when it has more), in a seeded random order. The server sends the
-    consensus only for these."""
+    examples, or ``minimum`` (``clients.min_teacher_samples``) if that is more -- all of them
+    when there are fewer -- in a seeded random order. The server sends the consensus only for
+    these."""
+    wanted = max(num_private, minimum, 0)
     return np.random.default_rng(seed).choice(
-        num_teacher, size=min(num_teacher, max(num_private, 0)), replace=False
+        num_teacher, size=min(num_teacher, wanted), replace=False
     )

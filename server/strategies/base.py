@@ -420,12 +420,17 @@ class DistillationStrategy(ABC):
     def teacher_for(self, server_round: int, client: ClientInfo) -> np.ndarray | None:
         """Rows of the last consensus this client will digest (``None``: all of them). Under
         the joint schedule a client mixes as many teacher samples as it has private examples
-        into its pass: only those are sent."""
+        (at least ``clients.min_teacher_samples``) into its pass: only those are sent."""
         assert self.state.consensus_indices is not None
         if self.cfg.clients.kd_schedule != "joint":
             return None
         seed = derive_seed(self.cfg.seed, server_round, client.client_id, 2)
-        return teacher_subset(len(self.state.consensus_indices), client.num_examples, seed)
+        return teacher_subset(
+            len(self.state.consensus_indices),
+            client.num_examples,
+            seed,
+            self.cfg.clients.min_teacher_samples,
+        )
 
     def configure_round(
         self, server_round: int, clients: Sequence[ClientInfo], public_idx: np.ndarray

@@ -99,6 +99,11 @@ def test_min_local_steps_without_local_training_is_refused():
         compose(["clients.revisit_epochs=0", "clients.min_local_steps=10"])
 
 
+def test_min_teacher_samples_needs_the_joint_schedule():
+    with pytest.raises(ConfigError, match=r"clients\.min_teacher_samples"):
+        compose(["clients.kd_schedule=sequential", "clients.min_teacher_samples=100"])
+
+
 def test_fedmd_cannot_use_era():
     with pytest.raises(ConfigError, match=r"algorithm\.aggregation"):
         from_dict({"algorithm": {"name": "fedmd", "aggregation": "era"}})

@@ -1,4 +1,4 @@
-"""The training loop's local budget: epochs, or enough passes for a minimum number of steps."""
+"""A small client's local work: enough passes for a minimum of steps, enough teacher samples."""
 
 import math
 
@@ -46,3 +46,13 @@ def test_a_client_with_few_examples_takes_the_minimum_steps():
     train(model, x, y, supervised_loss, TrainConfig(epochs, 32, 0.05, seed=0), optimizer)
     assert len(steps) == 20
     assert float(supervised_loss(model(x), y)["total"]) < before
+
+
+def test_a_small_client_gets_at_least_the_minimum_teacher_samples():
+    from fedkd.sampling import teacher_subset
+
+    assert len(teacher_subset(2000, 50, seed=3)) == 50  # as many as its private examples
+    rows = teacher_subset(2000, 50, seed=3, minimum=500)
+    assert len(rows) == len(set(rows)) == 500 and rows.max() < 2000
+    assert len(teacher_subset(2000, 900, seed=3, minimum=500)) == 900  # more private: as many
+    assert len(teacher_subset(300, 50, seed=3, minimum=500)) == 300  # all there are
