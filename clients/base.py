@@ -171,9 +171,9 @@ class KDClient(ABC):
     def _learn_jointly(self, task: RoundTask) -> dict[str, float]:
         """One pass over the private samples (one-hot targets) and the teacher samples the
         server sent (their probabilities as targets: as many as there are private samples, or
-        ``clients.min_teacher_samples``; :func:`fedkd.sampling.teacher_subset`); the loss is the cross-entropy to the target
-        distribution, i.e. plain CE on private samples and KD at T=1 on public ones (the
-        teacher's temperature is already in its probabilities)."""
+        ``clients.min_teacher_samples``; :func:`fedkd.sampling.teacher_subset`); the loss is
+        the cross-entropy to the target distribution, i.e. plain CE on private samples and KD
+        at T=1 on public ones (the teacher's temperature is already in its probabilities)."""
         if task.consensus_probs is None or task.consensus_indices is None:
             return self._revisit(task.server_round)
         x = torch.from_numpy(self.private.x)

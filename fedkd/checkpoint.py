@@ -86,6 +86,15 @@ class ServerCheckpoint:
         np.random.set_state(self.numpy_rng)
 
 
+STOP_MARKER: Final = ".stopping"  # written by the launcher before it stops a run's processes
+
+
+def stop_requested(run_dir: str | Path) -> bool:
+    """Whether the launcher is stopping this run: the round in flight (whose clients may be
+    killed before it ends) must not be recorded, so a resume repeats it whole."""
+    return (Path(run_dir) / STOP_MARKER).exists()
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT_DIR / SERVER_FILE).is_file()
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.checkpoint import ServerCheckpoint, has_checkpoint
+from fedkd.checkpoint import STOP_MARKER, ServerCheckpoint, has_checkpoint
 from fedkd.config import ConfigError, ExperimentConfig, from_json, to_json
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY, RUN_RESUME_KEY
@@ -70,15 +70,19 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
+def interruptible(run_dir: Path | None = None) -> Iterator[None]:
     """Within this block SIGINT and SIGTERM raise :class:`RunInterrupted`, so every ``finally``
     runs: ``flwr run`` is killed and the private SuperLink's process group (its simulation
-    process and Ray) is stopped. Signal handlers live in the main thread only."""
+    process and Ray) is stopped. First the run folder ``run_dir`` gets the stop marker, so the
+    ServerApp records no round whose clients the stop may already have killed. Signal handlers
+    live in the main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        if run_dir is not None:
+            (run_dir / STOP_MARKER).touch()
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -390,10 +394,12 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     memory = MemoryWatch()
     try:
-        with interruptible(), memory:
+        (out / STOP_MARKER).unlink(missing_ok=True)  # left by an earlier stop
+        with interruptible(out), memory:
             summary = _run_flower(cfg, out, workdir, resume)
     except RunInterrupted:
         stopped = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
+        (out / STOP_MARKER).unlink(missing_ok=True)
         if cfg.mode == "simulation":
             _add_peak_memory(out, memory.peak, before)
         log.warning("run stopped after %d finished rounds -> %s", stopped.rounds, out)

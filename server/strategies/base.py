@@ -36,7 +36,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from fedkd import protocol
 from fedkd.aggregation import Combined
 from fedkd.algorithms import Distillation
-from fedkd.checkpoint import ServerCheckpoint, new_run_token, remove_checkpoint
+from fedkd.checkpoint import (
+    ServerCheckpoint,
+    new_run_token,
+    remove_checkpoint,
+    stop_requested,
+)
 from fedkd.codecs import PROBS, CodecError
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
@@ -55,6 +60,10 @@ from fedkd.validation import InvalidReply, check_array_header, check_metrics, ch
 from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
 
 log = logging.getLogger("fedkd.server")
+
+
+class RunStopped(RuntimeError):
+    """The launcher is stopping the run (its stop marker is in the run folder)."""
 
 
 @dataclass
@@ -240,6 +249,9 @@ class DistillationStrategy(ABC):
         self.roster.wait_for_nodes(grid)
         for server_round in range(self.first_round, cfg.num_rounds + 1):
             record = self.run_round(grid, server_round)
+            if stop_requested(self.recorder.dir):  # its clients may have been killed mid-round
+                log.warning("stopping: round %d is not recorded", server_round)
+                raise RunStopped(f"stopped during round {server_round}")
             self.recorder.log_round(record)
             self.checkpoint(server_round)
             log.info(
