@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job
+from grid import Benchmark, Job, save_figure
 
 from fedkd.results import read_metrics, read_summary
 
@@ -153,11 +153,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     ax.set_title("Fashion-MNIST, alpha 0.5, recommended method, seed 0")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "accuracy_vs_uplink.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "accuracy_vs_uplink.png")
 
 
 BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)

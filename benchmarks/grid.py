@@ -91,6 +91,18 @@ def run_jobs(
 Row = dict[str, Any]
 
 
+def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:
+    """Give a report's figure its title, lay it out, write it to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A resumable grid benchmark: its grids, how jobs are named, and how runs become a report

@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job
+from grid import Benchmark, Job, save_figure
 
 from fedkd.results import read_metrics, read_summary
 
@@ -119,12 +119,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     right.set_ylabel("final global accuracy")
     right.legend(fontsize=8)
     right.grid(alpha=0.3)
-    fig.suptitle("Fashion-MNIST, 20 clients (4 per round), recommended method, alpha 0.5")
-    fig.tight_layout()
-    path = out / "accuracy_vs_epsilon.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(
+        fig,
+        out / "accuracy_vs_epsilon.png",
+        "Fashion-MNIST, 20 clients (4 per round), recommended method, alpha 0.5",
+    )
 
 
 BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)

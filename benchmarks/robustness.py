@@ -25,7 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job
+from grid import Benchmark, Job, save_figure
 
 from fedkd.attacks import ATTACKS
 from fedkd.results import read_metrics, read_summary
@@ -213,12 +213,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Fashion-MNIST, 20 clients (10 per round), recommended method, alpha 0.5")
-    fig.tight_layout()
-    path = out / "accuracy_vs_attackers.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(
+        fig,
+        out / "accuracy_vs_attackers.png",
+        "Fashion-MNIST, 20 clients (10 per round), recommended method, alpha 0.5",
+    )
 
 
 BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)

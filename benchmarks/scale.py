@@ -30,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job
+from grid import Benchmark, Job, save_figure
 
 from fedkd.results import read_metrics, read_summary
 
@@ -141,12 +141,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     right.legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle("Fashion-MNIST cross-device (recommended method, >= 20 local steps)")
-    fig.tight_layout()
-    path = out / "scale.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(
+        fig, out / "scale.png", "Fashion-MNIST cross-device (recommended method, >= 20 local steps)"
+    )
 
 
 BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)

@@ -196,8 +196,27 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
                     f"{key}: {spec.kind} cannot be trained with DP-SGD (dp.*): {problems[0]} "
                     "Use a model without such layers (GroupNorm instead of BatchNorm)."
                 )
+    if private:
+        _check_partitions(cfg)
     _check_codec(cfg, splits.num_classes)
     return splits
+
+
+def _check_partitions(cfg: ExperimentConfig) -> None:
+    """The private pool splits into ``clients.num_clients`` partitions, none of them empty (a
+    split that cannot give every client a sample fails here, not in a ClientApp mid-run)."""
+    data = (cfg.dataset, cfg.public, cfg.test, cfg.normalize.given, cfg.seed)
+    num = cfg.clients.num_clients
+    try:
+        parts = _partitions(data, cfg.partition, num, cfg.seed)
+    except ValueError as err:
+        raise ConfigError(f"partition (with clients.num_clients={num}): {err}") from err
+    empty = [i for i, part in enumerate(parts) if len(part) == 0]
+    if empty:
+        raise ConfigError(
+            f"partition (with clients.num_clients={num}): {len(empty)} clients get no private "
+            f"example (client {empty[0]} first); use fewer clients or a less skewed split"
+        )
 
 
 def _check_codec(cfg: ExperimentConfig, num_classes: int) -> None:

@@ -126,3 +126,19 @@ def test_a_codec_that_cannot_encode_the_soft_labels_fails_before_the_run(overrid
     cfg = compose(["experiment=digits_quick", *overrides])
     with pytest.raises(ConfigError, match=rf"algorithm\.codec.*{message}"):
         preflight(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # more clients than a label-skewed split can give an example each
+        ["clients.num_clients=500", "partition=dirichlet", "partition.alpha=0.05"],
+        # more clients than private examples
+        ["clients.num_clients=5000", "partition=iid"],
+    ],
+)
+def test_a_split_that_leaves_a_client_without_data_fails_before_the_run(overrides):
+    cfg = compose(["experiment=digits_quick", "clients.min_clients=1", *overrides])
+    with pytest.raises(ConfigError, match=r"partition \(with clients\.num_clients="):
+        preflight(cfg)
+    preflight(cfg, private=False)  # a deployment server holds no private pool to split

@@ -444,3 +444,26 @@ def test_a_history_based_rule_is_kept_for_the_run_and_sees_client_ids(tmp_path):
     strategy.run_round(grid, 1)
     strategy.run_round(grid, 2)
     assert strategy.combine_rule is rule and set(rule._records) == {0, 1, 2, 3}  # by client id
+
+
+def test_min_teacher_samples_sends_at_least_that_many_consensus_rows(tmp_path):
+    """Small clients mix in more teacher samples than they have private examples: the server
+    sends each exactly the rows it will use (``clients.min_teacher_samples``, capped at the
+    consensus), not one row more."""
+    minimum = 400
+    cfg = digits_config(f"clients.min_teacher_samples={minimum}")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    consensus_size = len(strategy.state.consensus_indices)
+    infos = strategy.roster.clients
+    assert any(i.num_examples < minimum < consensus_size for i in infos.values())
+    sent_before = len(grid.sent)
+    strategy.run_round(grid, 2)
+    second = grid.sent[sent_before:]
+    assert second
+    for msg in second:
+        info = infos[msg.metadata.dst_node_id]
+        arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
+        rows = arrays[protocol.CONSENSUS_INDICES].numpy()
+        assert len(rows) == min(consensus_size, max(info.num_examples, minimum))
+        assert len(set(rows)) == len(rows) and set(rows) <= set(strategy.state.consensus_indices)
