@@ -89,6 +89,11 @@ class ServerCheckpoint:
 STOP_MARKER: Final = ".stopping"  # written by the launcher before it stops a run's processes
 
 
+class RunStopped(RuntimeError):
+    """The launcher is stopping the run: the ServerApp ends without recording the round in
+    flight (the launcher writes the interrupted summary)."""
+
+
 def stop_requested(run_dir: str | Path) -> bool:
     """Whether the launcher is stopping this run: the round in flight (whose clients may be
     killed before it ends) must not be recorded, so a resume repeats it whole."""

@@ -419,14 +419,24 @@ class ModelConfig(_Augmented):
         require(self.lr > 0, "model.lr", "must be > 0")
 
 
+SIMULATION_ENGINES: Final = ("in_process", "superlink")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
     """Resources of Flower's simulation engine on this machine."""
 
     num_cpus: int = 2  # CPUs Ray may use in total
     client_num_cpus: int = 1  # CPUs per client actor (whole CPUs: Flower's rule)
+    # in_process: Flower's engine driven by the launcher; superlink: `flwr run` on a private one
+    engine: str = "in_process"
 
     def __post_init__(self) -> None:
+        require(
+            self.engine in SIMULATION_ENGINES,
+            "simulation.engine",
+            f"must be one of {', '.join(SIMULATION_ENGINES)}, got {self.engine!r}",
+        )
         require(self.num_cpus >= 1, "simulation.num_cpus", "must be >= 1")
         require(self.client_num_cpus >= 1, "simulation.client_num_cpus", "must be >= 1")
 

@@ -6,6 +6,7 @@ virtual clients and rounds, and re-reading Fashion-MNIST for each message would 
 
 import inspect
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from fedkd.data import (
     make_partitions,
 )
 from fedkd.data.partition import FlowerDatasetsPartitioner, Partitioner
+from fedkd.data.shared import data_key, open_shared, share_splits
 from fedkd.schema import import_object
 from fedkd.training import derive_seed
 
@@ -42,10 +44,21 @@ def load_data(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
     ``private=False`` (a deployment server) skips the private data's source when the public and
     test sets both have sources of their own; its private pool is then empty.
     """
+    return _load_data(*_data_args(cfg, private))
+
+
+def share_data(cfg: ExperimentConfig, root: Path) -> Path:
+    """Write this process's splits of ``cfg`` (loading them if need be) where every process
+    that names ``root`` in its environment maps them instead of loading its own copy (see
+    :mod:`fedkd.data.shared`); returns their folder."""
+    args = _data_args(cfg, private=True)
+    return share_splits(_load_data(*args), data_key(*args), root)
+
+
+def _data_args(cfg: ExperimentConfig, private: bool) -> tuple[Any, ...]:
     need_private = private or cfg.public is None or cfg.test is None
-    return _load_data(
-        cfg.dataset if need_private else None, cfg.public, cfg.test, cfg.normalize.given, cfg.seed
-    )
+    dataset = cfg.dataset if need_private else None
+    return dataset, cfg.public, cfg.test, cfg.normalize.given, cfg.seed
 
 
 @lru_cache(maxsize=2)
@@ -56,6 +69,10 @@ def _load_data(
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None,
     seed: int,
 ) -> DatasetSplits:
+    shared = open_shared(data_key(dataset, public, test, stats, seed))
+    if shared is not None:
+        return shared
+
     def source(node: DatasetConfig | PublicConfig | TestConfig) -> SourceData:
         data: SourceData = node.source.instantiate().load()
         return data
@@ -106,7 +123,7 @@ def client_private_data(cfg: ExperimentConfig, client_id: int, num_partitions: i
     """Client ``client_id``'s share of the private pool (a demo of data that never leaves it)."""
     if not 0 <= client_id < num_partitions:
         raise ValueError(f"client id {client_id} is not in [0, {num_partitions})")
-    data = (cfg.dataset, cfg.public, cfg.test, cfg.normalize.given, cfg.seed)
+    data = _data_args(cfg, private=True)
     parts = _partitions(data, cfg.partition, num_partitions, cfg.seed)
     return load_data(cfg).private.subset(parts[client_id])
 
@@ -205,7 +222,7 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
 def _check_partitions(cfg: ExperimentConfig) -> None:
     """The private pool splits into ``clients.num_clients`` partitions, none of them empty (a
     split that cannot give every client a sample fails here, not in a ClientApp mid-run)."""
-    data = (cfg.dataset, cfg.public, cfg.test, cfg.normalize.given, cfg.seed)
+    data = _data_args(cfg, private=True)
     num = cfg.clients.num_clients
     try:
         parts = _partitions(data, cfg.partition, num, cfg.seed)

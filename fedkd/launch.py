@@ -31,6 +31,7 @@ from typing import Any
 
 from fedkd.checkpoint import STOP_MARKER, ServerCheckpoint, has_checkpoint
 from fedkd.config import ConfigError, ExperimentConfig, from_json, to_json
+from fedkd.data.shared import SHARED_DATA_ENV
 from fedkd.project import is_app, write_bare_app
 from fedkd.protocol import RUN_CONFIG_KEY, RUN_RESUME_KEY
 from fedkd.results import (
@@ -46,6 +47,7 @@ log = logging.getLogger("fedkd.launch")
 
 SUPERLINK_START_TIMEOUT = 30.0
 SIMULATION_CONNECTION = "fedkd-simulation"
+SHARED_DATA_DIR = "data"  # in a run's working directory: the data its processes map
 NO_DEPENDENCY_INSTALL = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
 
 
@@ -99,6 +101,12 @@ def app_dir(workdir: Path) -> Path:
     (fedkd's installed apps, no user code) written into ``workdir``."""
     here = Path.cwd()
     return here if is_app(here) else write_bare_app(workdir / "app")
+
+
+def run_config_dict(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
+    """The run config the apps receive: the config as one JSON string (and, to continue a
+    stopped run from its checkpoint, ``resume = true``)."""
+    return {RUN_CONFIG_KEY: to_json(cfg), **({RUN_RESUME_KEY: True} if resume else {})}
 
 
 def write_run_config(cfg: ExperimentConfig, path: Path, resume: bool = False) -> Path:
@@ -257,8 +265,9 @@ def wait_healthy(port: int, proc: subprocess.Popen[Any], timeout: float, log_fil
 
 
 @contextlib.contextmanager
-def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
-    """A private simulation SuperLink; yields the environment for ``flwr`` commands using it."""
+def simulation_superlink(workdir: Path, extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A private simulation SuperLink (its processes get ``extra_env`` too); yields the
+    environment for ``flwr`` commands using it."""
     port = free_port()
     flwr_home = workdir / "flwr-home"
     flwr_home.mkdir(parents=True, exist_ok=True)
@@ -266,7 +275,7 @@ def simulation_superlink(workdir: Path) -> Iterator[dict[str, str]]:
         f'[superlink]\ndefault = "{SIMULATION_CONNECTION}"\n\n'
         f'[superlink.{SIMULATION_CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-    env = flower_env(FLWR_HOME=str(flwr_home))
+    env = flower_env(FLWR_HOME=str(flwr_home), **extra_env)
     log_file = workdir / "superlink.log"
     command = [
         flower_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
@@ -355,17 +364,21 @@ def federation_config(cfg: ExperimentConfig) -> str:
     )
 
 
-def check_before_start(cfg: ExperimentConfig) -> None:
-    """Load the data and build every model here, so bad input fails before Flower starts.
+def check_before_start(cfg: ExperimentConfig, workdir: Path | None = None) -> None:
+    """Load the data and build every model here, so bad input fails before Flower starts;
+    in simulation, write the data into ``workdir`` for every process of the run to map
+    (:mod:`fedkd.data.shared`).
 
     In deployment the data may live only where the ServerApp runs (the SuperLink's machine):
     data that is absent here is then left for the server to load, with a warning; data that is
     here but malformed still fails.
     """
-    from fedkd.experiment import forget_data, preflight
+    from fedkd.experiment import forget_data, preflight, share_data
 
     try:
         preflight(cfg, private=cfg.mode == "simulation")
+        if cfg.mode == "simulation" and workdir is not None:
+            share_data(cfg, workdir / SHARED_DATA_DIR)
     except ConfigError as err:
         if cfg.mode != "deploy" or not isinstance(err.__cause__, FileNotFoundError):
             raise
@@ -386,7 +399,6 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
 
         with interruptible():
             return run_baseline(cfg)
-    check_before_start(cfg)
     start = time.monotonic()
     # what the run had behind it when it resumed: its wall time, and the rounds it resumed after
     earlier = ServerCheckpoint.load(out) if resume and has_checkpoint(out) else None
@@ -394,6 +406,7 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     memory = MemoryWatch()
     try:
+        check_before_start(cfg, workdir)
         (out / STOP_MARKER).unlink(missing_ok=True)  # left by an earlier stop
         with interruptible(out), memory:
             summary = _run_flower(cfg, out, workdir, resume)
@@ -450,7 +463,13 @@ def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path, resume: bool) -
     run_config = write_run_config(cfg, workdir / "run_config.toml", resume)
     app = app_dir(workdir)
     if cfg.mode == "simulation":
-        with simulation_superlink(workdir) as env:
+        shared = {SHARED_DATA_ENV: str(workdir / SHARED_DATA_DIR)}  # check_before_start's
+        if cfg.simulation.engine == "in_process":
+            from fedkd.engine import run_in_process
+
+            run_in_process(cfg, app, run_config_dict(cfg, resume), shared)
+            return read_summary(cfg)
+        with simulation_superlink(workdir, shared) as env:
             code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
     else:
         env = flower_env()

@@ -11,7 +11,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedkd.checkpoint import ServerCheckpoint, has_checkpoint
+from fedkd.checkpoint import RunStopped, ServerCheckpoint, has_checkpoint
 from fedkd.config import from_run_config
 from fedkd.experiment import build_global_model, load_data
 from fedkd.logs import configure_logging
@@ -45,6 +45,9 @@ def main(grid: Grid, context: Context) -> None:
         if checkpoint is not None:
             strategy.resume(checkpoint)
         summary = strategy.start(grid)
+    except RunStopped:  # the launcher writes the summary of a stopped run
+        log.warning("run stopped; finished rounds are in %s", recorder.dir)
+        raise
     except BaseException as err:
         recorder.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
         log.exception("run failed; finished rounds are in %s", recorder.dir)

@@ -37,6 +37,7 @@ from fedkd import protocol
 from fedkd.aggregation import Combined
 from fedkd.algorithms import Distillation
 from fedkd.checkpoint import (
+    RunStopped,
     ServerCheckpoint,
     new_run_token,
     remove_checkpoint,
@@ -60,10 +61,6 @@ from fedkd.validation import InvalidReply, check_array_header, check_metrics, ch
 from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
 
 log = logging.getLogger("fedkd.server")
-
-
-class RunStopped(RuntimeError):
-    """The launcher is stopping the run (its stop marker is in the run folder)."""
 
 
 @dataclass
