@@ -44,8 +44,12 @@ def is_done(out: Path, cfg: ExperimentConfig) -> bool:
 
 
 def _same(config: dict, cfg: ExperimentConfig) -> bool:
+    """The same run: equal configs but for where it was written and how Flower's engine was
+    driven on this machine (``simulation.*``; the same seed gives the same metrics on either
+    engine)."""
     wanted = json.loads(to_json(cfg))
-    return {**config, "output_dir": wanted["output_dir"]} == wanted
+    ignored = {"output_dir": None, "simulation": None}
+    return {**config, **ignored} == {**wanted, **ignored}
 
 
 def _resumable(out: Path, cfg: ExperimentConfig) -> bool:

@@ -15,6 +15,8 @@ the call returns only after the ServerApp thread has finished.
 import contextlib
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -38,7 +40,7 @@ from fedkd.config import ExperimentConfig
 
 log = logging.getLogger("fedkd.engine")
 
-SERVER_STOP_TIMEOUT = 30.0  # seconds the ServerApp thread gets to end after a stop
+ENGINE_STOP_TIMEOUT = 60.0  # seconds Flower's engine gets to wind down after a stop
 _PULL_INTERVAL = 0.05
 
 
@@ -84,6 +86,40 @@ def _restored_environ(*names: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _start_ray(num_cpus: int) -> None:
+    """Start Ray as Flower's backend would (which then finds it started), keeping this
+    process's SIGINT/SIGTERM handlers: Ray's driver replaces them with ones that exit or abort,
+    so the launcher could not stop the run cleanly."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    # Ray's processes inherit the environment, not this process's sys.path (the app's folder)
+    path = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["PYTHONPATH"] = path
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _stop_ray() -> None:
+    """Shut Ray down if Flower's engine did not (it failed before it built its backend)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_in_process(
     cfg: ExperimentConfig, app: Path, run_config: dict[str, Any], env: dict[str, str]
 ) -> None:
@@ -95,16 +131,12 @@ def run_in_process(
     if not isinstance(user_app, ServerApp):
         kind = type(user_app).__name__
         raise TypeError(f"{components['serverapp']} is a {kind}, not a ServerApp")
-    stop, started, finished = threading.Event(), threading.Event(), threading.Event()
+    stop = threading.Event()
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        started.set()
-        try:
-            user_app(grid=cast(Grid, _StoppableGrid(grid, stop)), context=context)
-        finally:
-            finished.set()
+        user_app(grid=cast(Grid, _StoppableGrid(grid, stop)), context=context)
 
     run_id = generate_rand_int_from_bytes(8)
     run = Run.create_empty(run_id=run_id)
@@ -129,8 +161,10 @@ def run_in_process(
     # root logger's handler, DEBUG included, as would the SQL migrations' INFO chatter
     logging.getLogger("flwr").propagate = False
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with _restored_environ("PYTHONPATH", *env):
-        os.environ.update(env)
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def engine() -> None:
         try:
             _run_simulation(
                 num_supernodes=cfg.clients.num_clients,
@@ -143,7 +177,28 @@ def run_in_process(
                 run=run,
                 is_app=True,
             )
+        except BaseException as err:
+            failure.append(err)
+        finally:
+            done.set()
+
+    with _restored_environ("PYTHONPATH", *env):
+        os.environ.update(env)
+        _start_ray(sim.num_cpus)
+        # The engine runs beside the main thread, which keeps taking signals. A stop ends the
+        # ServerApp's wait; Flower then lets its actors finish the messages in flight and
+        # shuts Ray down (killing Ray under them would leave Flower's workers waiting forever).
+        thread = threading.Thread(target=engine, name="fedkd-simulation", daemon=True)
+        thread.start()
+        try:
+            # an Event, not Thread.join: a signal interrupting join() can leave the thread
+            # marked as finished while it still runs (CPython before 3.13)
+            while not done.wait(0.2):
+                pass
         finally:
             stop.set()
-            if started.is_set() and not finished.wait(SERVER_STOP_TIMEOUT):
-                log.warning("the ServerApp did not end within %.0fs", SERVER_STOP_TIMEOUT)
+            if not done.wait(ENGINE_STOP_TIMEOUT):
+                log.warning("Flower's engine did not stop within %.0fs", ENGINE_STOP_TIMEOUT)
+            _stop_ray()
+    if failure:
+        raise failure[0]

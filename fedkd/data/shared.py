@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -31,7 +31,6 @@ from fedkd.data.datasets import ArrayDataset, DatasetSplits, ImageSet
 SHARED_DATA_ENV: Final = "FEDKD_SHARED_DATA"
 
 _META = "meta.json"
-_ARRAYS = ("private_x", "private_y", "public_x", "public_y", "test_x", "test_y")
 
 
 def data_key(*parts: object) -> str:
@@ -85,16 +84,15 @@ def open_shared(key: str, root: str | Path | None = None) -> DatasetSplits | Non
         return None
     meta = json.loads((folder / _META).read_text())
 
-    def load(name: str) -> np.ndarray | None:
-        path = folder / f"{name}.npy"
+    def load(name: str) -> Any:
         # "c": pages are shared until a process writes to its copy, which it keeps to itself
-        return np.load(path, mmap_mode="c").view(np.ndarray) if path.is_file() else None
+        return np.load(folder / f"{name}.npy", mmap_mode="c").view(np.ndarray)
 
-    arrays = {name: load(name) for name in _ARRAYS}
+    public_y = load("public_y") if (folder / "public_y.npy").is_file() else None
     return DatasetSplits(
-        private=ArrayDataset(arrays["private_x"], arrays["private_y"]),
-        public=ImageSet(arrays["public_x"], arrays["public_y"]),
-        test=ArrayDataset(arrays["test_x"], arrays["test_y"]),
+        private=ArrayDataset(load("private_x"), load("private_y")),
+        public=ImageSet(load("public_x"), public_y),
+        test=ArrayDataset(load("test_x"), load("test_y")),
         num_classes=int(meta["num_classes"]),
         input_shape=tuple(meta["input_shape"]),
         name=str(meta["name"]),

@@ -57,11 +57,20 @@ def test_clients_sent_only_soft_labels_counts_and_metrics(dsfl_run: Path):
             }
 
 
-def test_same_seed_same_metrics(dsfl_run: Path, tmp_path: Path):
-    again = run_fedkd(tmp_path, *QUICK_DSFL, name="again")
-    first = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(dsfl_run)]
-    second = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(again)]
-    assert first == second
+def test_same_seed_same_metrics_on_either_engine(dsfl_run: Path, tmp_path: Path):
+    """The default in-process engine and `flwr run` on a private SuperLink drive the same
+    Flower engine: same seed, same metrics and the same bytes on the wire."""
+    assert json.loads((dsfl_run / "config.json").read_text())["simulation"]["engine"] == (
+        "in_process"
+    )
+    again = run_fedkd(tmp_path, *QUICK_DSFL, "simulation.engine=superlink", name="again")
+    first, second = read_metrics(dsfl_run), read_metrics(again)
+    assert [(r.global_accuracy, r.consensus_accuracy) for r in first] == [
+        (r.global_accuracy, r.consensus_accuracy) for r in second
+    ]
+    assert [(r.uplink_bytes, r.downlink_bytes) for r in first] == [
+        (r.uplink_bytes, r.downlink_bytes) for r in second
+    ]
 
 
 def test_fedmd_runs_end_to_end(tmp_path: Path):

@@ -59,6 +59,7 @@ def _npz(path, labels, shape=(8, 8), with_y=True):
         (["algorithm.codec={name:topk,k:0}"], "algorithm.codec.k"),
         (["algorithm.codec={name:topk,spread:1}"], "algorithm.codec.spread"),
         (["algorithm=fedavg", "+algorithm.codec=int8"], "algorithm.codec"),
+        (["simulation.engine=ray"], "simulation.engine"),
     ],
 )
 def test_bad_config_names_the_key(overrides, key):
