@@ -64,7 +64,7 @@ GRIDS = {
         ),
         seeds=(0, 1),
         rounds=50,
-        repeats=(REFERENCE, ("top2_int8", 1000)),
+        repeats=(REFERENCE, ("top2_int8", 1000), ("top1", 2000)),  # top1: the pick
     ),
     "reduced": Grid(points=(REFERENCE, ("int8", 1000), ("top2_int8", 1000)), seeds=(0,), rounds=15),
 }
