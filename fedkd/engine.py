@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.common.config import get_fused_config_from_dir, get_project_config
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
@@ -120,6 +121,14 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
+def _load(reference: str, app: Path, kind: type) -> Any:
+    """The app ``reference`` (``module:attribute``) names in the app directory ``app``."""
+    loaded = load_app(reference, ValueError, str(app))
+    if not isinstance(loaded, kind):
+        raise TypeError(f"{reference} is a {type(loaded).__name__}, not a {kind.__name__}")
+    return loaded
+
+
 def run_in_process(
     cfg: ExperimentConfig, app: Path, run_config: dict[str, Any], env: dict[str, str]
 ) -> None:
@@ -127,10 +136,11 @@ def run_in_process(
     ``run_config`` (overriding the app's ``[tool.flwr.app.config]``) and ``env`` added to the
     environment of this process and the Ray actors it starts."""
     components = get_project_config(app)["tool"]["flwr"]["app"]["components"]
-    user_app = load_app(components["serverapp"], ValueError, str(app))
-    if not isinstance(user_app, ServerApp):
-        kind = type(user_app).__name__
-        raise TypeError(f"{components['serverapp']} is a {kind}, not a ServerApp")
+    # Both apps are loaded here, before any thread starts: Flower would parse the ClientApp's
+    # module (ast) in its engine thread while the ServerApp starts, which CPython 3.11 cannot do
+    # concurrently ("AST constructor recursion depth mismatch").
+    user_app = _load(components["serverapp"], app, ServerApp)
+    client_app = _load(components["clientapp"], app, ClientApp)
     stop = threading.Event()
     server_app = ServerApp()
 
@@ -169,7 +179,7 @@ def run_in_process(
             _run_simulation(
                 num_supernodes=cfg.clients.num_clients,
                 exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-                client_app_attr=components["clientapp"],
+                client_app=client_app,
                 server_app=server_app,
                 backend_config=cast(Any, backend),
                 server_app_context=context,

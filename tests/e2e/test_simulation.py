@@ -1,9 +1,11 @@
-"""End to end through the `fedkd` command: Hydra -> flwr run -> Flower's simulation engine.
+"""End to end through the `fedkd` command: Hydra -> Flower's simulation engine.
 
 Real Flower, real data (scikit-learn digits), heterogeneous students, several rounds.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,20 @@ def test_python_api_gives_the_cli_results(dsfl_run: Path, tmp_path: Path, monkey
     assert {k: result.summary[k] for k in same} == {k: cli[k] for k in same}
     per_round = [(r.global_accuracy, r.consensus_accuracy) for r in read_metrics(dsfl_run)]
     assert [(r.global_accuracy, r.consensus_accuracy) for r in result.rounds] == per_round
+
+
+def test_a_multirun_sweep_runs_every_job_in_one_process(tmp_path: Path):
+    """`fedkd -m`: Hydra runs the jobs one after another in one process; each starts and stops
+    its own Flower engine and Ray, and learns."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedkd", "-m", *QUICK_DSFL, "num_rounds=1", "seed=0,1",
+         f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    assert all(s["final_global_accuracy"] >= 0.6 for s in summaries), summaries
+    configs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/config.json"))]
+    assert [c["seed"] for c in configs] == [0, 1]
