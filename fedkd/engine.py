@@ -7,9 +7,10 @@ of this process against Flower's in-memory Grid, the ClientApps in Ray actors, a
 the run config the app's ``pyproject.toml`` fuses with fedkd's, as under ``flwr run``. The apps
 are the ones the app directory names, loaded the way Flower loads them.
 
-A stop (SIGINT/SIGTERM, :class:`fedkd.launch.RunInterrupted` in the main thread) tears Ray down;
-the ServerApp's wait for replies then ends at once (:class:`fedkd.checkpoint.RunStopped`), and
-the call returns only after the ServerApp thread has finished.
+Flower's engine runs in a thread beside the main one, which keeps taking signals. A stop
+(SIGINT/SIGTERM: :class:`fedkd.launch.RunInterrupted` in the main thread) ends the ServerApp's
+wait for replies at once (:class:`fedkd.checkpoint.RunStopped`); Flower then lets its actors
+finish the messages in flight and shuts Ray down, and the call returns once it has.
 """
 
 import contextlib

@@ -1,8 +1,11 @@
-"""Start a fedkd run on Flower through Flower's own CLI (``flwr run``), never a transport of ours.
+"""Start a fedkd run on Flower's own runtime, never a transport of ours.
 
-* ``mode=simulation``: a private simulation SuperLink is started on a free loopback port with
-  its own ``FLWR_HOME``, the run goes through it, and it is stopped (by PID) afterwards -- so
-  concurrent runs, sweeps and tests never share or leak a SuperLink.
+* ``mode=simulation``: the launcher first writes the run's data once for all its processes to
+  map (:mod:`fedkd.data.shared`). With ``simulation.engine=in_process`` (the default) it then
+  drives Flower's simulation engine itself (:mod:`fedkd.engine`); with ``superlink`` a private
+  simulation SuperLink is started on a free loopback port with its own ``FLWR_HOME``, the run
+  goes through it with ``flwr run``, and it is stopped (by PID) afterwards -- so concurrent
+  runs, sweeps and tests never share or leak a SuperLink.
 * ``mode=deploy``: the run goes to a named connection of the user's ``$FLWR_HOME/config.toml``
   (a real SuperLink with SuperNodes).
 
@@ -467,7 +470,10 @@ def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path, resume: bool) -
         if cfg.simulation.engine == "in_process":
             from fedkd.engine import run_in_process
 
-            run_in_process(cfg, app, run_config_dict(cfg, resume), shared)
+            try:
+                run_in_process(cfg, app, run_config_dict(cfg, resume), shared)
+            except Exception as err:  # a failing ServerApp wrote its error into the summary
+                log.warning("Flower's engine ended with %s: %s", type(err).__name__, err)
             return read_summary(cfg)
         with simulation_superlink(workdir, shared) as env:
             code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))

@@ -3,14 +3,19 @@
 Real Flower, real data (scikit-learn digits), heterogeneous students, several rounds.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from fedkd import algorithms
 from fedkd.results import read_metrics
+from fedkd.schema import Component, component_field
+from server.strategies import DSFL as DSFLStrategy
 from tests.e2e.conftest import QUICK_DSFL, run_fedkd
 
 pytestmark = pytest.mark.slow  # real Flower runs, each about 20 s on 2 cores
@@ -114,3 +119,35 @@ def test_a_multirun_sweep_runs_every_job_in_one_process(tmp_path: Path):
     assert all(s["final_global_accuracy"] >= 0.6 for s in summaries), summaries
     configs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/config.json"))]
     assert [c["seed"] for c in configs] == [0, 1]
+
+
+class BrokenStrategy(DSFLStrategy):
+    """A server part that fails once the run has started."""
+
+    def start(self, grid):
+        raise RuntimeError("the strategy broke")
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokenDSFL(algorithms.Distillation):
+    """DS-FL's keys and client part, with :class:`BrokenStrategy` as its server part."""
+
+    server: ClassVar[str] = f"{__name__}.BrokenStrategy"
+    client: ClassVar[str | None] = algorithms.DSFL.client
+
+    postprocess: Component | None = component_field("postprocess", "era")
+
+
+def test_a_run_whose_server_fails_raises_a_launch_error_and_keeps_its_summary(tmp_path: Path):
+    """The ServerApp fails: the summary says why, and the Python API raises LaunchError with
+    that reason (the in-process engine runs the ServerApp in this process, so this module's
+    strategy is importable)."""
+    import fedkd
+    from fedkd.launch import LaunchError
+
+    out = tmp_path / "run"
+    broken = ["algorithm=dsfl", "~algorithm.name", f"+algorithm._target_={__name__}.BrokenDSFL"]
+    with pytest.raises(LaunchError, match="the strategy broke"):
+        fedkd.run(["experiment=digits_quick", *broken], output_dir=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "the strategy broke" in summary["error"]
