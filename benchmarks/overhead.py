@@ -53,48 +53,18 @@ GIB = 2**30
 def bare_loop(overrides: list[str], out: Path, threads: int) -> None:
     """The run without Flower's runtime: the ServerApp's strategy sends each message straight
     to the ClientApp in this process."""
-    import uuid
-
     import torch
-    from flwr.app import Context, Error, Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     from clients.app import app as client_app
     from fedkd import protocol
     from fedkd.config import compose, to_json
     from fedkd.experiment import build_global_model, load_data
+    from fedkd.grid import LoopGrid
     from fedkd.logs import configure_logging
     from fedkd.results import RunRecorder
     from fedkd.schema import import_object
     from fedkd.training import seed_everything
-
-    class BareGrid:
-        """Flower's Grid reduced to a loop: each message goes to the ClientApp in turn."""
-
-        def __init__(self, num_nodes: int, run_config: dict[str, Any]) -> None:
-            self.contexts = {
-                1000 + i: Context(
-                    run_id=1,
-                    node_id=1000 + i,
-                    node_config={"partition-id": i, "num-partitions": num_nodes},
-                    state=RecordDict(),
-                    run_config=run_config,
-                )
-                for i in range(num_nodes)
-            }
-
-        def get_node_ids(self) -> list[int]:
-            return list(self.contexts)
-
-        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list:
-            replies = []
-            for msg in messages:
-                msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as Flower's grids do
-                try:
-                    replies.append(client_app(msg, self.contexts[msg.metadata.dst_node_id]))
-                except Exception as err:  # as Flower's runtime: an error reply
-                    replies.append(Message(Error(code=2, reason=repr(err)), reply_to=msg))
-            return replies
 
     torch.set_num_threads(threads)
     configure_logging()
@@ -104,7 +74,8 @@ def bare_loop(overrides: list[str], out: Path, threads: int) -> None:
     splits = load_data(cfg)
     strategy_cls = import_object(cfg.algorithm.server, "algorithm")
     strategy = strategy_cls(cfg, splits, build_global_model(cfg, splits), RunRecorder(out, cfg))
-    strategy.start(BareGrid(cfg.clients.num_clients, {protocol.RUN_CONFIG_KEY: to_json(cfg)}))
+    run_config = {protocol.RUN_CONFIG_KEY: to_json(cfg)}
+    strategy.start(LoopGrid(client_app, run_config, cfg.clients.num_clients))
 
 
 def command(mode: str, out: Path) -> list[str]:

@@ -22,19 +22,26 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedkd import netlab
 from fedkd.certs import generate_node_key, generate_tls
-from fedkd.launch import LaunchError, flower_bin, flower_env, free_port, wait_healthy
+from fedkd.launch import LaunchError, flower_bin, flower_env, free_port
 
 CONNECTION = "local-cluster"
 STATE_FILE = "cluster.json"
 NODE_START_TIMEOUT = 30.0
+# Who runs a SuperNode's ClientApps: "fedkd", a long-lived fedkd-node beside a SuperNode in
+# process isolation (fedkd.node); "flower", Flower's default of a new process per message.
+EXECUTORS = ("fedkd", "flower")
 
 
 @dataclass
@@ -47,6 +54,15 @@ class ClusterState:
     superlink_pid: int
     supernode_pids: dict[int, int] = field(default_factory=dict)  # node index -> pid
     supernode_ports: dict[int, int] = field(default_factory=dict)
+    executor: str = "fedkd"  # one of EXECUTORS
+    executor_pids: dict[int, int] = field(default_factory=dict)  # node index -> fedkd-node pid
+    node_threads: int = 1  # CPU threads per node: the nodes share this machine's cores
+    address: str = "127.0.0.1"  # where nodes and flwr reach the SuperLink (with ``port``)
+    lab_tag: str | None = None  # with network namespaces (fedkd.netlab): the lab's tag,
+    namespaces: list[str] = field(default_factory=list)  # its namespaces,
+    node_netns: dict[int, str] = field(default_factory=dict)  # each node's namespace,
+    proxy_pid: int | None = None  # the proxy in front of the SuperLink
+    delay: float = 0.0  # and the seconds it delays each direction
 
     @property
     def flwr_home(self) -> Path:
@@ -62,8 +78,8 @@ class ClusterState:
     @classmethod
     def load(cls, workdir: Path) -> "ClusterState":
         data = json.loads((workdir / STATE_FILE).read_text())
-        for key in ("supernode_pids", "supernode_ports"):
-            data[key] = {int(k): v for k, v in data[key].items()}
+        for key in ("supernode_pids", "supernode_ports", "executor_pids", "node_netns"):
+            data[key] = {int(k): v for k, v in data.get(key, {}).items()}
         return cls(**data)
 
 
@@ -86,19 +102,34 @@ def write_connection(state: ClusterState) -> Path:
     path = state.flwr_home / "config.toml"
     path.write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{state.port}"\n{security}\n'
+        f'[superlink.{CONNECTION}]\naddress = "{state.address}:{state.port}"\n{security}\n'
     )
     return path
 
 
-def start_superlink(workdir: Path, tls: bool) -> ClusterState:
+def start_superlink(
+    workdir: Path,
+    tls: bool,
+    executor: str = "fedkd",
+    lab: netlab.Lab | None = None,
+    delay: float = 0.0,
+) -> ClusterState:
+    """Start the SuperLink: on 127.0.0.1, or with ``lab`` in a namespace of its own at
+    ``netlab.COORDINATOR`` behind a proxy that delays its traffic ``delay`` s each way."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     workdir.mkdir(parents=True, exist_ok=True)
+    link_netns = lab.add_namespace("link", netlab.COORDINATOR) if lab else None
+    address = netlab.COORDINATOR if lab else "127.0.0.1"
     port = free_port()
-    command = [flower_bin("flower-superlink"), "--port", str(port),
+    link_port = free_port() if lab else port  # behind the proxy, inside its namespace
+    command = [flower_bin("flower-superlink"), "--port", str(link_port),
                "--disable-runtime-dependency-installation"]  # fmt: skip
     if tls:
         certs = workdir / "certs"
-        generate_tls(certs, ["127.0.0.1", "localhost"])
+        # for the address nodes reach it at, and for 127.0.0.1: Flower's SuperLink starts its
+        # own flower-superexec, which connects to it there over TLS
+        generate_tls(certs, [address, "127.0.0.1"] if lab else [address, "localhost"])
         command += [
             "--ssl-ca-certfile", str(certs / "ca.crt"),
             "--ssl-certfile", str(certs / "server.pem"),
@@ -110,28 +141,47 @@ def start_superlink(workdir: Path, tls: bool) -> ClusterState:
     link_home = workdir / "superlink"
     link_home.mkdir(parents=True, exist_ok=True)
     log_file = link_home / "superlink.log"
-    proc = _spawn(command, log_file, flower_env(FLWR_HOME=str(link_home)))
-    state = ClusterState(str(workdir), port, tls, proc.pid)
+    env = flower_env(FLWR_HOME=str(link_home))
+    proc = _spawn(netlab.in_namespace(link_netns, command), log_file, env)
+    state = ClusterState(str(workdir), port, tls, proc.pid, executor=executor, address=address)
+    if lab:
+        state.lab_tag, state.namespaces, state.delay = lab.tag, lab.namespaces, delay
+        proxy = [sys.executable, "-m", "fedkd.netlab", "proxy", "--listen", f"{address}:{port}",
+                 "--target", f"127.0.0.1:{link_port}", "--delay", str(delay)]  # fmt: skip
+        proxy_log = link_home / "proxy.log"
+        state.proxy_pid = _spawn(netlab.in_namespace(link_netns, proxy), proxy_log, env).pid
     state.save()
     write_connection(state)
-    if tls:
-        # The health endpoint is plain HTTP only without TLS: wait for the port instead.
-        _wait_port(port, proc, log_file)
-    else:
-        wait_healthy(port, proc, NODE_START_TIMEOUT, log_file)
+    _wait_ready(state, proc, log_file)
     return state
 
 
-def _wait_port(port: int, proc: subprocess.Popen[Any], log_file: Path) -> None:
+def _wait_ready(state: ClusterState, proc: subprocess.Popen[Any], log_file: Path) -> None:
+    """Wait until the SuperLink answers where nodes reach it: its health endpoint, or with TLS
+    a handshake that verifies its certificate for that address."""
     deadline = time.monotonic() + NODE_START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LaunchError(f"process exited with code {proc.returncode}; see {log_file}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            raise LaunchError(
+                f"flower-superlink exited with code {proc.returncode}; see {log_file}"
+            )
+        with contextlib.suppress(OSError):
+            if state.tls:
+                context = ssl.create_default_context(cafile=str(state.certs / "ca.crt"))
+                with (
+                    socket.create_connection((state.address, state.port), timeout=2) as sock,
+                    context.wrap_socket(sock, server_hostname=state.address),
+                ):
+                    return
+            else:
+                url = f"http://{state.address}:{state.port}/health"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
         time.sleep(0.2)
-    raise LaunchError(f"nothing listens on port {port} after {NODE_START_TIMEOUT:.0f}s")
+    raise LaunchError(
+        f"the SuperLink did not answer within {NODE_START_TIMEOUT:.0f}s; see {log_file}"
+    )
 
 
 def register_node_key(state: ClusterState, index: int) -> tuple[Path, Path]:
@@ -164,9 +214,16 @@ def start_supernode(
     port = free_port()
     home = Path(state.workdir) / f"supernode-{index}"
     home.mkdir(parents=True, exist_ok=True)
+    netns = None
+    if state.lab_tag is not None:  # a namespace per node, kept across its restarts
+        if index not in state.node_netns:
+            lab = netlab.Lab(state.lab_tag, state.namespaces)
+            state.node_netns[index] = lab.add_namespace(f"n{index}", netlab.node_address(index))
+            state.save()
+        netns = state.node_netns[index]
     command = [
         flower_bin("flower-supernode"),
-        "--superlink", f"127.0.0.1:{state.port}",
+        "--superlink", f"{state.address}:{state.port}",
         "--port", str(port),
         "--node-config", node_config,
     ]  # fmt: skip
@@ -177,10 +234,20 @@ def start_supernode(
         command += ["--root-certificates", str(state.certs / "ca.crt")]
         if private_key is not None:
             command += ["--auth-supernode-private-key", str(private_key)]
-    proc = _spawn(command, home / "supernode.log", flower_env(FLWR_HOME=str(home)))
+    env = flower_env(FLWR_HOME=str(home))
+    if state.executor == "fedkd":
+        command += ["--isolation", "process"]
+    proc = _spawn(netlab.in_namespace(netns, command), home / "supernode.log", env)
     state.supernode_pids[index] = proc.pid
     state.supernode_ports[index] = port
     state.save()
+    if state.executor == "fedkd":  # it exits when its SuperNode does
+        executor = [sys.executable, "-m", "fedkd.node", "--runtime-api-address",
+                    f"127.0.0.1:{port}", "--parent-pid", str(proc.pid),
+                    "--threads", str(state.node_threads)]  # fmt: skip
+        executor = netlab.in_namespace(netns, executor)
+        state.executor_pids[index] = _spawn(executor, home / "node.log", env).pid
+        state.save()
     return proc
 
 
@@ -201,9 +268,34 @@ def node_state_dir(state: ClusterState, index: int) -> Path:
     return Path(state.workdir) / f"supernode-{index}" / "state"
 
 
-def up(workdir: Path, num_nodes: int, tls: bool, data_root: Path | None = None) -> ClusterState:
-    """Start a SuperLink and ``num_nodes`` SuperNodes; stop everything if any step fails."""
-    state = start_superlink(workdir, tls)
+def up(
+    workdir: Path,
+    num_nodes: int,
+    tls: bool,
+    data_root: Path | None = None,
+    executor: str = "fedkd",
+    netns: bool = False,
+    delay: float = 0.0,
+) -> ClusterState:
+    """Start a SuperLink and ``num_nodes`` SuperNodes; stop everything if any step fails.
+
+    With ``netns`` each gets a network namespace of its own (``fedkd.netlab``: root only) and
+    the SuperLink's link delays traffic ``delay`` seconds each way."""
+    if not netns and delay:
+        raise ValueError("delay needs netns: loopback traffic cannot be delayed")
+    if netns and (why := netlab.namespaces_available()):
+        raise LaunchError(f"cannot make network namespaces: {why}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    lab = netlab.Lab.create() if netns else None
+    try:
+        state = start_superlink(workdir, tls, executor, lab, delay)
+    except BaseException:
+        if (workdir / STATE_FILE).is_file():
+            down(workdir)
+        elif lab is not None:
+            lab.destroy()
+        raise
+    state.node_threads = max(1, (os.cpu_count() or 1) // max(1, num_nodes))
     try:
         for i in range(num_nodes):
             key = register_node_key(state, i)[0] if tls else None
@@ -241,9 +333,12 @@ def _reap(pid: int) -> None:
 def down(workdir: Path) -> None:
     """Stop every process ``up`` recorded in ``workdir``: SuperNodes first, then the SuperLink."""
     state = ClusterState.load(workdir)
-    for pid in state.supernode_pids.values():
+    for pid in [*state.supernode_pids.values(), *state.executor_pids.values()]:
         stop_pid(pid)
-    stop_pid(state.superlink_pid)
+    for pid in filter(None, [state.proxy_pid, state.superlink_pid]):
+        stop_pid(pid)
+    if state.lab_tag is not None:
+        netlab.Lab(state.lab_tag, state.namespaces).destroy()
 
 
 def main() -> None:
@@ -254,13 +349,32 @@ def main() -> None:
     p_up.add_argument("--nodes", type=int, default=3)
     p_up.add_argument("--tls", action="store_true", help="TLS + SuperNode authentication")
     p_up.add_argument("--data-root", type=Path, help="node i serves <data-root>/client-<i>")
+    p_up.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="fedkd",
+        help="fedkd: a long-lived fedkd-node per SuperNode runs its ClientApps (default); "
+        "flower: Flower's new flwr-clientapp process per message",
+    )
+    p_up.add_argument(
+        "--netns",
+        action="store_true",
+        help="each process in a network namespace of its own, on a virtual bridge (root)",
+    )
+    p_up.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="with --netns: seconds the SuperLink's link delays traffic each way",
+    )
     p_down = sub.add_parser("down", help="stop the processes started by `up`")
     p_down.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "up":
-        state = up(args.workdir.resolve(), args.nodes, args.tls, args.data_root)
+        state = up(args.workdir.resolve(), args.nodes, args.tls, args.data_root, args.executor,
+                   args.netns, args.delay)  # fmt: skip
         print(
-            f"SuperLink on 127.0.0.1:{state.port} (pid {state.superlink_pid}), SuperNodes "
+            f"SuperLink on {state.address}:{state.port} (pid {state.superlink_pid}), SuperNodes "
             f"{state.supernode_pids}.\nRun: FLWR_HOME={state.flwr_home} fedkd mode=deploy "
             f"connection={CONNECTION} clients.num_clients={args.nodes} ...\n"
             f"Stop: fedkd-cluster down --workdir {args.workdir}"

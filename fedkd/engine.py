@@ -19,12 +19,11 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.config import get_fused_config_from_dir, get_project_config
 from flwr.common.constant import SUPERLINK_NODE_ID
@@ -37,41 +36,12 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType
 
-from fedkd.checkpoint import RunStopped
 from fedkd.config import ExperimentConfig
+from fedkd.grid import PollingGrid
 
 log = logging.getLogger("fedkd.engine")
 
 ENGINE_STOP_TIMEOUT = 60.0  # seconds Flower's engine gets to wind down after a stop
-_PULL_INTERVAL = 0.05
-
-
-class _StoppableGrid:
-    """Flower's Grid, whose wait for replies ends (:class:`RunStopped`) once ``stop`` is set;
-    everything else is the Grid's own."""
-
-    def __init__(self, grid: Grid, stop: threading.Event) -> None:
-        self._grid = grid
-        self._stop = stop
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        waiting = set(self._grid.push_messages(messages))
-        end = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while waiting and (end is None or time.monotonic() < end):
-            if self._stop.is_set():
-                raise RunStopped("the run was stopped while waiting for replies")
-            got = list(self._grid.pull_messages(waiting))
-            replies += got
-            waiting -= {m.metadata.reply_to_message_id for m in got}
-            if waiting:
-                time.sleep(_PULL_INTERVAL)
-        return replies
 
 
 @contextlib.contextmanager
@@ -147,7 +117,7 @@ def run_in_process(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        user_app(grid=cast(Grid, _StoppableGrid(grid, stop)), context=context)
+        user_app(grid=cast(Grid, PollingGrid(grid, stop=stop)), context=context)
 
     run_id = generate_rand_int_from_bytes(8)
     run = Run.create_empty(run_id=run_id)

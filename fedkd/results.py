@@ -30,6 +30,10 @@ MODEL_FILE = "global_model.pt"
 _NAN = float("nan")
 
 
+# RoundRecord fields that measure time: they differ between two runs of the same config
+TIMING_FIELDS = frozenset({"round_seconds", "exchange_seconds"})
+
+
 @dataclass
 class RoundRecord:
     """One round of a run: what ``metrics.jsonl`` holds, one JSON object per line.
@@ -61,6 +65,8 @@ class RoundRecord:
     rejected_bytes: int = 0  # the rejected replies
     downlink_bytes: int = 0  # the round's messages to the sampled clients
     round_seconds: float = 0.0
+    exchange_seconds: float = 0.0  # of round_seconds: from sending the round's messages to the
+    # last reply (the clients' work and the network's); the rest is the server's
     clients: list[dict[str, Any]] = field(default_factory=list)  # accepted clients: their
     # metrics, and their share of the merge ("combine_weight") where the rule judges clients
     server: dict[str, float] = field(default_factory=dict)  # the server's loss terms

@@ -319,10 +319,12 @@ class DistillationStrategy(ABC):
         public_idx = self.sample_public(server_round)
         messages = self.configure_round(server_round, clients, public_idx)
         downlink = {m.metadata.dst_node_id: message_bytes(m) for m in messages}  # by node
+        sent = time.monotonic()
         replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+        exchange_seconds = time.monotonic() - sent
         result = self.collect(server_round, replies, messages, clients, public_idx)
 
-        record = RoundRecord(server_round)
+        record = RoundRecord(server_round, exchange_seconds=exchange_seconds)
         struck = set(result.rejected)
         weights: dict[int, float] = {}  # client id -> its share of the merge, where judged
         if result.soft_labels:

@@ -62,6 +62,7 @@ class FedAvgBaseline(FedAvg):
         self._clients: list[ClientInfo] = []
         self._round = RoundRecord(0)
         self._start = 0.0
+        self._sent_at = 0.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -81,11 +82,13 @@ class FedAvgBaseline(FedAvg):
             downlink_bytes=sum(message_bytes(m) for m in self._sent),
             offline=self.roster.offline(online),
         )
+        self._sent_at = time.monotonic()
         return self._sent
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self._round.exchange_seconds = time.monotonic() - self._sent_at
         replies = list(replies)
         by_node = {c.node_id: c for c in self._clients}
         ok, failed, answered = [], {}, set()

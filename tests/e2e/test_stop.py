@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedkd.launch import process_tree, still_running
-from fedkd.results import read_metrics
+from fedkd.results import TIMING_FIELDS, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def _fedkd(*args: str, cwd: Path) -> subprocess.Popen:
 
 def _comparable(run: Path) -> list[dict]:
     return [
-        {k: v for k, v in json.loads(r.to_json()).items() if k != "round_seconds"}
+        {k: v for k, v in json.loads(r.to_json()).items() if k not in TIMING_FIELDS}
         for r in read_metrics(run)
     ]
 

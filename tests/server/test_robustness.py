@@ -12,7 +12,7 @@ from fedkd import protocol
 from fedkd.checkpoint import ServerCheckpoint, has_checkpoint
 from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
-from fedkd.results import RunRecorder, read_metrics
+from fedkd.results import TIMING_FIELDS, RunRecorder, read_metrics
 from fedkd.schema import import_object
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
@@ -133,7 +133,7 @@ def test_privacy_spent_is_recorded_per_client_and_summarised(tmp_path):
 
 def _comparable(records):
     return [
-        {k: v for k, v in dataclasses.asdict(r).items() if k != "round_seconds"} for r in records
+        {k: v for k, v in dataclasses.asdict(r).items() if k not in TIMING_FIELDS} for r in records
     ]
 
 

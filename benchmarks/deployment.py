@@ -1,0 +1,184 @@
+"""The deployment benchmark: what a deployment round is made of, next to the same run simulated.
+
+    python benchmarks/deployment.py                 # about 12 minutes on 2 cores, as root
+    python benchmarks/deployment.py --modes loopback netns_50ms
+    python benchmarks/deployment.py --report-only
+
+The digits preset (``experiment=digits_quick``) with 5 clients, one per SuperNode, 6 rounds,
+seed 0, in five settings:
+
+* ``simulation``: fedkd's default engine, no network (the rounds' compute);
+* ``loopback_flower``: a SuperLink and 5 SuperNodes on 127.0.0.1 with Flower's default executor
+  (a new ``flwr-clientapp`` process per message, which imports torch and loads the data);
+* ``loopback_flower_poll``: the same with ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1`` (Flower's
+  executor asks for tasks every 0.1 s instead of every second);
+* ``loopback``: the same nodes with ``fedkd-node`` executors (``fedkd-cluster``'s default: one
+  long-lived worker process per node keeps its imports and data between messages);
+* ``netns_50ms``: the SuperLink and each SuperNode in network namespaces of their own on a
+  bridge, TLS issued for the coordinator's address, SuperNode authentication, and 50 ms added
+  each way on the coordinator's link (``fedkd-cluster up --netns --delay 0.05``: root only).
+
+All send one message per client per round. Every setting reaches the same accuracy round by
+round (same seed). Reported per setting: the mean round time over rounds 2-6 (round 1 includes
+the clients' first data load), split into the exchange (from sending the round's messages to
+the last reply: the clients' work, Flower's polling and the network) and the server's own part
+(aggregation, distillation, evaluation, checkpoint). Target (issue 11): <= 5 s per round on
+loopback and across namespaces with 50 ms.
+
+Writes ``benchmarks/results/deployment/``: ``results.json`` / ``results.csv``, ``table.md`` and
+``deployment.png``.
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "deployment"
+NODES = 5
+ROUNDS = 6
+LATENCY = 0.05
+SETTING = ("experiment=digits_quick", f"clients.num_clients={NODES}", f"num_rounds={ROUNDS}",
+           "seed=0")  # fmt: skip
+MODES = ("simulation", "loopback_flower", "loopback_flower_poll", "loopback", "netns_50ms")
+FLOWER_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+TARGET_S = 5.0
+
+
+def run_mode(mode: str, work: Path) -> dict[str, Any]:
+    """One run of ``mode`` in ``work``; its per-round times and accuracy."""
+    from fedkd import cluster
+    from fedkd.results import read_metrics, read_summary
+
+    out = work / "run"
+    command = [sys.executable, "-m", "fedkd", *SETTING, f"output_dir={out}",
+               f"hydra.run.dir={out}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    state = None
+    saved = dict(os.environ)
+    try:
+        if mode != "simulation":
+            os.environ.update(FLOWER_POLL if mode == "loopback_flower_poll" else {})
+            netns = mode == "netns_50ms"
+            state = cluster.up(
+                work / "cluster",
+                NODES,
+                tls=netns,
+                executor="flower" if mode.startswith("loopback_flower") else "fedkd",
+                netns=netns,
+                delay=LATENCY if netns else 0.0,
+            )
+            command += ["mode=deploy", f"connection={cluster.CONNECTION}"]
+            env["FLWR_HOME"] = str(state.flwr_home)
+        log = (work / "run.log").open("w")
+        proc = subprocess.run(command, cwd=work, env=env, stdout=log, stderr=log, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{mode} failed ({proc.returncode}); see {work / 'run.log'}")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if state is not None:
+            cluster.down(Path(state.workdir))
+    rounds = read_metrics(out)
+    later = rounds[1:]
+    return {
+        "mode": mode,
+        "rounds": len(rounds),
+        "round_s": mean(r.round_seconds for r in later),
+        "exchange_s": mean(r.exchange_seconds for r in later),
+        "server_s": mean(r.round_seconds - r.exchange_seconds for r in later),
+        "first_round_s": rounds[0].round_seconds,
+        "final_accuracy": read_summary(out).final_global_accuracy,
+        "round_seconds": [r.round_seconds for r in rounds],
+        "exchange_seconds": [r.exchange_seconds for r in rounds],
+        "accuracy_by_round": [r.global_accuracy for r in rounds],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    sim = next((r for r in rows if r["mode"] == "simulation"), None)
+    lines = [
+        "| setting | round (s) | exchange (s) | server (s) | round - simulation's (s) | "
+        "first round (s) | final accuracy | target <= 5 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: MODES.index(r["mode"])):
+        extra = f"{r['round_s'] - sim['round_s']:+.2f}" if sim else "–"
+        met = "–" if r["mode"] == "simulation" else ("met" if r["round_s"] <= TARGET_S else "no")
+        lines.append(
+            f"| {r['mode']} | {r['round_s']:.2f} | {r['exchange_s']:.2f} | {r['server_s']:.2f} | "
+            f"{extra} | {r['first_round_s']:.1f} | {r['final_accuracy']:.4f} | {met} |"
+        )
+    return "\n".join(lines) + (
+        f"\n\nDigits preset, {NODES} clients (one per SuperNode), {ROUNDS} rounds; times are the "
+        "mean of rounds 2-6. Exchange: from sending the round's messages to the last reply.\n"
+    )
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from grid import save_figure
+
+    rows = sorted(rows, key=lambda r: MODES.index(r["mode"]))
+    modes = [r["mode"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(modes, [r["exchange_s"] for r in rows], label="exchange (clients, polling, network)")
+    ax.bar(modes, [r["server_s"] for r in rows], bottom=[r["exchange_s"] for r in rows],
+           label="server (aggregate, distil, evaluate)")  # fmt: skip
+    ax.axhline(TARGET_S, color="grey", linestyle="--", linewidth=1, label="target (5 s)")
+    ax.set_ylabel("seconds per round")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out / "deployment.png", f"digits preset, {NODES} SuperNodes")
+
+
+def write_report(rows: list[dict[str, Any]]) -> str:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(rows, indent=2))
+    with (RESULTS / "results.csv").open("w", newline="") as f:
+        fields = [k for k in rows[0] if not isinstance(rows[0][k], list)]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, RESULTS)
+    text = table(rows)
+    (RESULTS / "table.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    results = RESULTS / "results.json"
+    rows = json.loads(results.read_text()) if results.is_file() else []
+    if not args.report_only:
+        for mode in args.modes:
+            work = Path(tempfile.mkdtemp(prefix=f"fedkd-deploy-{mode}-"))
+            try:
+                row = run_mode(mode, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            rows = [r for r in rows if r["mode"] != mode] + [row]  # a re-run replaces it
+            print(f"{mode}: {row['round_s']:.2f} s/round", flush=True)
+            write_report(rows)
+    print(write_report(rows))
+
+
+if __name__ == "__main__":
+    main()
