@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from fedkd.checkpoint import STOP_MARKER, ServerCheckpoint, has_checkpoint
 from fedkd.config import ConfigError, ExperimentConfig, from_json, to_json
 from fedkd.data.shared import SHARED_DATA_ENV
@@ -113,13 +115,8 @@ def run_config_dict(cfg: ExperimentConfig, resume: bool = False) -> dict[str, An
 
 
 def write_run_config(cfg: ExperimentConfig, path: Path, resume: bool = False) -> Path:
-    """A TOML ``--run-config`` file carrying the config as a multi-line literal string (and,
-    to continue a stopped run from its checkpoint, ``resume = true``)."""
-    blob = to_json(cfg)
-    if "'''" in blob:
-        raise LaunchError("a config value contains ''' which a TOML literal cannot carry")
-    resuming = f"{RUN_RESUME_KEY} = true\n" if resume else ""  # apps older than resume lack it
-    path.write_text(f"{RUN_CONFIG_KEY} = '''{blob}'''\n{resuming}")
+    """:func:`run_config_dict` as the TOML ``--run-config`` file ``flwr run`` takes."""
+    path.write_text(tomli_w.dumps(run_config_dict(cfg, resume)))
     return path
 
 
