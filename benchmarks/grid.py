@@ -54,7 +54,8 @@ def _same(config: dict, cfg: ExperimentConfig) -> bool:
 
 def _resumable(out: Path, cfg: ExperimentConfig) -> bool:
     """A stopped run of this very config that can continue from its checkpoint: interrupted,
-    or killed before it could say so (a checkpoint, and no summary saying it completed)."""
+    failed (e.g. its clients' runtime died: ``max_failed_rounds``) with its checkpoint kept, or
+    killed before it could say so (a checkpoint, and no summary saying it completed)."""
     try:
         config = json.loads((out / CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError):
@@ -63,7 +64,7 @@ def _resumable(out: Path, cfg: ExperimentConfig) -> bool:
         status = json.loads((out / SUMMARY_FILE).read_text()).get("status")
     except (OSError, json.JSONDecodeError):
         status = None  # killed: it wrote no summary
-    stopped = status == "interrupted" or (status is None and has_checkpoint(out))
+    stopped = status == "interrupted" or (status in (None, "failed") and has_checkpoint(out))
     return stopped and _same(config, cfg)
 
 

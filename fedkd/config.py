@@ -463,6 +463,8 @@ class ExperimentConfig:
     public_per_round: int | None = None  # public samples queried per round; None: all of them
     round_timeout: float = 600.0  # seconds the server waits for replies in one round
     node_wait_timeout: float = 120.0  # seconds to wait for clients.num_clients nodes to connect
+    max_failed_rounds: int = 3  # rounds in a row in which every sampled client failed (their
+    # runtime is gone) before the run stops as failed, its checkpoint kept; 0: never stop
     mode: str = "simulation"
     connection: str = "local"  # Flower connection (in $FLWR_HOME/config.toml) for mode=deploy
     output_dir: str = ""  # run folder; empty: ./outputs/run-<flower run id>
@@ -499,6 +501,7 @@ class ExperimentConfig:
             )
         require(self.round_timeout > 0, "round_timeout", "must be > 0")
         require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
+        require(self.max_failed_rounds >= 0, "max_failed_rounds", "must be >= 0")
         one_of(self.mode, MODES, "mode")
         if not isinstance(self.algorithm, Distillation):
             require(

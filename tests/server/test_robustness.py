@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, RecordDict
 
 from clients.app import app as client_app
 from fedkd import protocol
@@ -14,6 +14,7 @@ from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import TIMING_FIELDS, RunRecorder, read_metrics
 from fedkd.schema import import_object
+from server.strategies.base import FederationLost
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -165,3 +166,57 @@ def test_a_run_resumed_from_its_checkpoint_repeats_the_uninterrupted_rounds(tmp_
         read_metrics(tmp_path / "straight")
     )
     assert not has_checkpoint(tmp_path / "stopped")  # a completed run keeps no states
+
+
+def _failing(msg, reply):
+    return Message(Error(code=2, reason="the client's runtime is gone"), reply_to=msg)
+
+
+def test_a_run_whose_clients_all_fail_round_after_round_stops_and_resumes_from_before(tmp_path):
+    cfg = digits_config("algorithm=dsfl", "max_failed_rounds=2", "num_rounds=4")
+    strategy, grid = _setup(cfg, tmp_path / "stopped")
+    answered = {"n": 0}
+
+    def gone_after_round_1(msg, reply):
+        answered["n"] += 1
+        return reply if answered["n"] <= 4 else _failing(msg, reply)
+
+    for node in grid.contexts:
+        grid.tamper[node] = gone_after_round_1
+    with pytest.raises(FederationLost, match="rounds 2-3"):
+        strategy.start(grid)
+    rounds = read_metrics(tmp_path / "stopped")
+    assert [(r.round, r.num_accepted, r.num_failed) for r in rounds] == [
+        (1, 4, 0),
+        (2, 0, 4),
+        (3, 0, 4),
+    ]
+    # the checkpoint is the last round anyone answered: a resumed run repeats the lost ones
+    ckpt = ServerCheckpoint.load(tmp_path / "stopped")
+    assert ckpt.round == 1
+
+    straight, grid = _setup(cfg, tmp_path / "straight")
+    straight.start(grid)
+    resumed, grid = _setup(cfg, tmp_path / "stopped", checkpoint=ckpt)
+    resumed.resume(ckpt)
+    summary = resumed.start(grid)
+    assert summary["rounds"] == 4 and summary["resumed_after"] == [1]
+    assert _comparable(read_metrics(tmp_path / "stopped")) == _comparable(
+        read_metrics(tmp_path / "straight")
+    )
+
+
+def test_one_failing_round_among_answered_ones_does_not_stop_the_run(tmp_path):
+    cfg = digits_config("algorithm=dsfl", "max_failed_rounds=2", "num_rounds=3")
+    strategy, grid = _setup(cfg, tmp_path)
+    calls = {"n": 0}
+
+    def every_other_round(msg, reply):  # rounds 1 and 3 fail entirely, round 2 answers
+        calls["n"] += 1
+        return _failing(msg, reply) if ((calls["n"] - 1) // 4) % 2 == 0 else reply
+
+    for node in grid.contexts:
+        grid.tamper[node] = every_other_round
+    summary = strategy.start(grid)
+    assert summary["rounds"] == 3
+    assert [r.num_accepted for r in read_metrics(tmp_path)] == [0, 4, 0]
