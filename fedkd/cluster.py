@@ -1,6 +1,7 @@
-"""``fedkd-cluster``: a real Flower SuperLink and N SuperNodes on 127.0.0.1, for trying deployment.
+"""``fedkd-cluster``: a real Flower SuperLink and N SuperNodes on this machine, to try deployment.
 
-    fedkd-cluster up   --workdir W --nodes 3 [--tls] [--data-root DIR] [-- overrides]
+    fedkd-cluster up   --workdir W --nodes 3 [--tls] [--data-root DIR] [--executor fedkd|flower]
+                       [--netns [--delay SECONDS]]
     fedkd-cluster down --workdir W
 
 ``up`` starts ``flower-superlink`` and ``flower-supernode`` processes (distinct ports), writes a
@@ -9,7 +10,11 @@ Flower connection named ``local-cluster`` into ``W/flwr-home/config.toml`` and t
 enables SuperNode authentication and registers each node's public key. Nodes get
 ``partition-id``/``num-partitions``, or ``data-dir=<data-root>/client-<i>`` with ``--data-root``
 (see ``fedkd-export-partitions``), and ``state-dir=W/supernode-<i>/state``: a node restarted
-with the same node config continues from its student instead of from scratch. Then:
+with the same node config continues from its student instead of from scratch. Each SuperNode
+runs in process isolation with a ``fedkd-node`` beside it (:mod:`fedkd.node`; ``--executor
+flower``: Flower's default, a new process per message). With ``--netns`` (root) the SuperLink
+and every SuperNode get a network namespace and an address of their own on a virtual bridge,
+and ``--delay`` adds latency to the SuperLink's link (:mod:`fedkd.netlab`). Then:
 
     FLWR_HOME=W/flwr-home fedkd mode=deploy connection=local-cluster ...
 
@@ -292,7 +297,7 @@ def up(
     except BaseException:
         if (workdir / STATE_FILE).is_file():
             down(workdir)
-        elif lab is not None:
+        if lab is not None:  # (removing what is gone already is a no-op)
             lab.destroy()
         raise
     state.node_threads = max(1, (os.cpu_count() or 1) // max(1, num_nodes))

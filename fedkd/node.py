@@ -66,7 +66,10 @@ class WorkerProcess:
 
     def run(self, token: str, stop: threading.Event) -> str:
         """Hand ``token``'s task over and wait for its outcome (``ok`` or ``failed ...``)."""
-        os.write(self._tasks, f"{token}\n".encode())
+        try:
+            os.write(self._tasks, f"{token}\n".encode())
+        except BrokenPipeError as err:
+            raise WorkerDied(f"worker {self.process.pid} exited ({self.process.wait()})") from err
         while b"\n" not in self._buffer:
             if stop.is_set():
                 raise InterruptedError("stopped while a task was running")
