@@ -30,7 +30,6 @@ Writes ``benchmarks/results/deployment/``: ``results.json`` / ``results.csv``, `
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -147,17 +146,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def write_report(rows: list[dict[str, Any]]) -> str:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(rows, indent=2))
-    with (RESULTS / "results.csv").open("w", newline="") as f:
-        fields = [k for k in rows[0] if not isinstance(rows[0][k], list)]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(rows, RESULTS)
-    text = table(rows)
-    (RESULTS / "table.md").write_text(text)
-    return text
+    from grid import write_results
+
+    return write_results(rows, RESULTS, table, plot)
 
 
 def main() -> None:

@@ -108,6 +108,29 @@ def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:
     return path
 
 
+def write_results(
+    rows: list[Row],
+    out: Path,
+    table: Callable[[list[Row]], str],
+    plot: Callable[[list[Row], Path], Path],
+) -> str:
+    """A benchmark's report in ``out``: ``results.json`` (every row), ``results.csv`` (without
+    the list-valued columns, e.g. per-round curves), ``table.md`` and its plot. Returns the
+    table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    if rows:
+        with (out / "results.csv").open("w", newline="") as f:
+            fields = [k for k, v in rows[0].items() if not isinstance(v, list)]
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        plot(rows, out)
+    text = table(rows) if rows else "no finished runs\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A resumable grid benchmark: its grids, how jobs are named, and how runs become a report
@@ -123,18 +146,7 @@ class Benchmark:
     plot: Callable[[list[Row], Path], Path]
 
     def write_report(self, runs: list[Path], out: Path) -> str:
-        rows = [self.row_of(r) for r in runs]
-        (out / "results.json").write_text(json.dumps(rows, indent=2))
-        if rows:
-            with (out / "results.csv").open("w", newline="") as f:
-                fields = [k for k, v in rows[0].items() if not isinstance(v, list)]
-                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            self.plot(rows, out)
-        text = self.table(rows) if rows else "no finished runs\n"
-        (out / "table.md").write_text(text)
-        return text
+        return write_results([self.row_of(r) for r in runs], out, self.table, self.plot)
 
     def main(self) -> None:
         """The command line: run (or resume) a grid, then write its report. SIGINT/SIGTERM stop

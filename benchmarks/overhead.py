@@ -25,7 +25,6 @@ Writes ``benchmarks/results/overhead/``: ``results.json`` / ``results.csv``, ``t
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "overhead"
@@ -152,8 +153,6 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from grid import save_figure
 
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
@@ -182,17 +181,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def write_report(rows: list[dict[str, Any]]) -> str:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(rows, indent=2))
-    with (RESULTS / "results.csv").open("w", newline="") as f:
-        fields = [k for k in rows[0] if k != "accuracy_by_round"]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(rows, RESULTS)
-    text = table(rows)
-    (RESULTS / "table.md").write_text(text)
-    return text
+    from grid import write_results
+
+    return write_results(rows, RESULTS, table, plot)
 
 
 def main() -> None:

@@ -301,6 +301,7 @@ def up(
             lab.destroy()
         raise
     state.node_threads = max(1, (os.cpu_count() or 1) // max(1, num_nodes))
+    state.save()  # the state file says what the nodes were started with, from the first one on
     try:
         for i in range(num_nodes):
             key = register_node_key(state, i)[0] if tls else None

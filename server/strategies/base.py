@@ -58,13 +58,16 @@ from fedkd.training import (
     train,
 )
 from fedkd.validation import InvalidReply, check_array_header, check_metrics, check_soft_labels
-from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
+from server.strategies.roster import (
+    ClientInfo,
+    FailureStreak,
+    Roster,
+    addressee,
+    error_reason,
+    message_bytes,
+)
 
 log = logging.getLogger("fedkd.server")
-
-
-class FederationLost(RuntimeError):
-    """Every sampled client failed ``max_failed_rounds`` rounds in a row: the run stops."""
 
 
 @dataclass
@@ -248,15 +251,14 @@ class DistillationStrategy(ABC):
             self.recorder.dir,
         )
         self.roster.wait_for_nodes(grid)
-        failed_in_a_row = 0
+        streak = FailureStreak(cfg.max_failed_rounds)
         for server_round in range(self.first_round, cfg.num_rounds + 1):
             record = self.run_round(grid, server_round)
             if stop_requested(self.recorder.dir):  # its clients may have been killed mid-round
                 log.warning("stopping: round %d is not recorded", server_round)
                 raise RunStopped(f"stopped during round {server_round}")
             self.recorder.log_round(record)
-            everyone_failed = record.num_sampled > 0 and record.num_failed == record.num_sampled
-            if not everyone_failed:  # a resumed run repeats the rounds nobody answered
+            if not streak.everyone_failed(record):  # a resume repeats the rounds nobody answered
                 self.checkpoint(server_round)
             log.info(
                 "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f | "
@@ -272,15 +274,11 @@ class DistillationStrategy(ABC):
                 record.num_missing,
                 record.round_seconds,
             )
-            failed_in_a_row = failed_in_a_row + 1 if everyone_failed else 0
-            if cfg.max_failed_rounds and failed_in_a_row >= cfg.max_failed_rounds:
-                raise FederationLost(
-                    f"every sampled client failed in {failed_in_a_row} rounds in a row (rounds "
-                    f"{server_round - failed_in_a_row + 1}-{server_round}; max_failed_rounds="
-                    f"{cfg.max_failed_rounds}): their runtime is gone. The finished rounds and "
-                    f"the checkpoint are in {self.recorder.dir}: fix the cause, then continue "
-                    f"with `fedkd resume={self.recorder.dir}`"
-                )
+            streak.update(
+                record,
+                f"The finished rounds and the checkpoint are in {self.recorder.dir}: fix the "
+                f"cause, then continue with `fedkd resume={self.recorder.dir}`",
+            )
         self.recorder.save_model(self.served_model)
         summary = self.recorder.write_summary(**self.roster.summary())
         remove_checkpoint(self.recorder.dir)

@@ -27,7 +27,14 @@ from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
 from fedkd.training import evaluate
-from server.strategies.roster import ClientInfo, Roster, addressee, error_reason, message_bytes
+from server.strategies.roster import (
+    ClientInfo,
+    FailureStreak,
+    Roster,
+    addressee,
+    error_reason,
+    message_bytes,
+)
 
 log = logging.getLogger("fedkd.server")
 
@@ -56,6 +63,7 @@ class FedAvgBaseline(FedAvg):
             recorder,
         )
         self.roster = Roster(cfg, splits.num_classes)
+        self.streak = FailureStreak(cfg.max_failed_rounds)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
         self._sent: list[Message] = []
@@ -140,6 +148,8 @@ class FedAvgBaseline(FedAvg):
                 record.num_missing,
                 record.round_seconds,
             )
+            # (a FedAvg run has no checkpoint: its finished rounds are in the run folder)
+            self.streak.update(record, f"The finished rounds are in {self.recorder.dir}.")
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]

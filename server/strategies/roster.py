@@ -18,11 +18,41 @@ from flwr.serverapp import Grid
 from fedkd import protocol
 from fedkd.config import ExperimentConfig
 from fedkd.experiment import sample_client_ids
+from fedkd.results import RoundRecord
 from fedkd.validation import InvalidReply
 
 log = logging.getLogger("fedkd.server")
 
 NODE_WAIT_POLL_SECONDS = 0.5
+
+
+class FederationLost(RuntimeError):
+    """Every sampled client failed ``max_failed_rounds`` rounds in a row: the run stops."""
+
+
+@dataclass
+class FailureStreak:
+    """Rounds in a row in which every sampled client failed: not a bad reply (those are rejected
+    and the round goes on) but a runtime that is gone, e.g. Ray's node lost. ``limit`` such rounds
+    (``max_failed_rounds``; 0: never) end the run instead of recording empty rounds to the end."""
+
+    limit: int
+    length: int = 0
+
+    @staticmethod
+    def everyone_failed(record: RoundRecord) -> bool:
+        return record.num_sampled > 0 and record.num_failed == record.num_sampled
+
+    def update(self, record: RoundRecord, what_now: str) -> None:
+        """Count ``record``'s round; raise :class:`FederationLost` (ending with ``what_now``)
+        at the limit."""
+        self.length = self.length + 1 if self.everyone_failed(record) else 0
+        if self.limit and self.length >= self.limit:
+            raise FederationLost(
+                f"every sampled client failed in {self.length} rounds in a row (rounds "
+                f"{record.round - self.length + 1}-{record.round}; max_failed_rounds="
+                f"{self.limit}): their runtime is gone. {what_now}"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The strategy tests' Grid: :class:`fedkd.grid.LoopGrid`, which also keeps every message it
-sent and lets a test tamper with a node's replies.
+sent and lets a test tamper with a node's replies to round work.
 
 It drives whole rounds in milliseconds with real Messages; the end-to-end tests use Flower's
 real simulation engine and deployment instead.
@@ -7,7 +7,7 @@ real simulation engine and deployment instead.
 
 from collections.abc import Callable
 
-from flwr.app import Message
+from flwr.app import Message, MessageType
 from flwr.clientapp import ClientApp
 
 from fedkd import protocol
@@ -26,7 +26,8 @@ class InProcessGrid(LoopGrid):
         self.sent.append(message)
         reply = super().deliver(message)
         node_id = message.metadata.dst_node_id
-        if message.metadata.message_type == protocol.KD_ROUND and node_id in self.tamper:
+        trains = message.metadata.message_type in (protocol.KD_ROUND, MessageType.TRAIN)
+        if trains and node_id in self.tamper:  # a round's work: distillation or FedAvg
             assert reply is not None
             return self.tamper[node_id](message, reply)
         return reply

@@ -14,7 +14,7 @@ from fedkd.config import to_json
 from fedkd.experiment import build_global_model, load_data
 from fedkd.results import TIMING_FIELDS, RunRecorder, read_metrics
 from fedkd.schema import import_object
-from server.strategies.base import FederationLost
+from server.strategies.roster import FederationLost
 from tests.conftest import digits_config
 from tests.server.grid import InProcessGrid
 
@@ -204,6 +204,28 @@ def test_a_run_whose_clients_all_fail_round_after_round_stops_and_resumes_from_b
     assert _comparable(read_metrics(tmp_path / "stopped")) == _comparable(
         read_metrics(tmp_path / "straight")
     )
+
+
+def test_a_fedavg_run_whose_clients_all_fail_stops_too(tmp_path):
+    """``max_failed_rounds`` holds for the weight-averaging baseline as well."""
+    cfg = digits_config("algorithm=fedavg", "max_failed_rounds=2", "num_rounds=5")
+    strategy, grid = _setup(cfg, tmp_path)
+    answered = {"n": 0}
+
+    def gone_after_round_1(msg, reply):
+        answered["n"] += 1
+        return reply if answered["n"] <= 4 else _failing(msg, reply)
+
+    for node in grid.contexts:
+        grid.tamper[node] = gone_after_round_1
+    with pytest.raises(FederationLost, match="rounds 2-3"):
+        strategy.start(grid)
+    rounds = read_metrics(tmp_path)
+    assert [(r.round, r.num_accepted, r.num_failed) for r in rounds] == [
+        (1, 4, 0),
+        (2, 0, 4),
+        (3, 0, 4),
+    ]
 
 
 def test_one_failing_round_among_answered_ones_does_not_stop_the_run(tmp_path):
