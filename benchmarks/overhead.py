@@ -3,12 +3,13 @@
     python benchmarks/overhead.py            # about 10 minutes on 2 cores
     python benchmarks/overhead.py --repeats 3
 
-The same work three ways, each in a fresh process (Fashion-MNIST, 20 CNN clients, 4 per round,
+The same work four ways, each in a fresh process (Fashion-MNIST, 20 CNN clients, 4 per round,
 2 000 public samples per round, 10 rounds, the recommended method, seed 0):
 
-* ``in_process``: ``fedkd`` with the default engine (Flower's simulation engine driven by the
-  launcher; clients in 2 Ray actors of 1 CPU each);
-* ``superlink``: ``fedkd simulation.engine=superlink`` (``flwr run`` on a private SuperLink);
+* ``in_process``: ``fedkd`` with the defaults (Flower's simulation engine driven by the
+  launcher; clients in 2 of fedkd's forked worker processes, ``simulation.backend=process``);
+* ``in_process_ray``: the same with Flower's Ray backend (2 actors of 1 CPU each);
+* ``superlink``: ``flwr run`` on a private SuperLink (Flower's Ray backend);
 * ``bare``: one process, no Flower runtime and no Ray: the same ServerApp strategy calls the same
   ClientApp directly for each message (same clients, epochs, public subsets, distillation,
   evaluation and seeds: the accuracy is the same round by round), torch on 2 threads.
@@ -47,7 +48,12 @@ SETTING = (
     "partition.alpha=0.5",
     "seed=0",
 )
-MODES = ("bare", "in_process", "superlink")
+MODES = ("bare", "in_process", "in_process_ray", "superlink")
+OVERRIDES = {
+    "in_process": [],
+    "in_process_ray": ["simulation.backend=ray"],
+    "superlink": ["simulation.engine=superlink", "simulation.backend=ray"],
+}
 GIB = 2**30
 
 
@@ -83,8 +89,7 @@ def command(mode: str, out: Path) -> list[str]:
     overrides = [*SETTING, f"output_dir={out}", f"hydra.run.dir={out}"]
     if mode == "bare":
         return [sys.executable, __file__, "--bare", str(out), *SETTING]
-    engine = [f"simulation.engine={mode}"]
-    return [sys.executable, "-m", "fedkd", *overrides, *engine]
+    return [sys.executable, "-m", "fedkd", *overrides, *OVERRIDES[mode]]
 
 
 def measure(mode: str, out: Path) -> dict[str, Any]:

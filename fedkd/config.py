@@ -420,22 +420,41 @@ class ModelConfig(_Augmented):
 
 
 SIMULATION_ENGINES: Final = ("in_process", "superlink")
+SIMULATION_BACKENDS: Final = ("process", "ray")
 
 
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
     """Resources of Flower's simulation engine on this machine."""
 
-    num_cpus: int = 2  # CPUs Ray may use in total
-    client_num_cpus: int = 1  # CPUs per client actor (whole CPUs: Flower's rule)
+    num_cpus: int = 2  # CPUs the clients may use in total
+    client_num_cpus: int = 1  # CPUs per client worker (whole CPUs: Flower's rule)
     # in_process: Flower's engine driven by the launcher; superlink: `flwr run` on a private one
     engine: str = "in_process"
+    # where the ClientApps run: process (fedkd.workers: forked processes), ray (Flower's actors)
+    backend: str = "process"
+
+    @property
+    def num_workers(self) -> int:
+        """ClientApps that run at once: as many as fit ``num_cpus`` (Flower's actor count)."""
+        return max(1, self.num_cpus // self.client_num_cpus)
 
     def __post_init__(self) -> None:
         require(
             self.engine in SIMULATION_ENGINES,
             "simulation.engine",
             f"must be one of {', '.join(SIMULATION_ENGINES)}, got {self.engine!r}",
+        )
+        require(
+            self.backend in SIMULATION_BACKENDS,
+            "simulation.backend",
+            f"must be one of {', '.join(SIMULATION_BACKENDS)}, got {self.backend!r}",
+        )
+        require(
+            self.engine == "in_process" or self.backend == "ray",
+            "simulation.backend",
+            "`flwr run` (simulation.engine=superlink) runs Flower's Ray backend: set "
+            "simulation.backend=ray",
         )
         require(self.num_cpus >= 1, "simulation.num_cpus", "must be >= 1")
         require(self.client_num_cpus >= 1, "simulation.client_num_cpus", "must be >= 1")

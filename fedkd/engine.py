@@ -3,14 +3,17 @@
 ``flwr run`` against a private SuperLink (``simulation.engine=superlink``) starts a SuperLink,
 the ``flwr`` CLI and a simulation process before Flower's engine runs: about 8 s of a small
 run's start-up. Here the launcher calls the same engine directly: the ServerApp runs in a thread
-of this process against Flower's in-memory Grid, the ClientApps in Ray actors, and both receive
-the run config the app's ``pyproject.toml`` fuses with fedkd's, as under ``flwr run``. The apps
-are the ones the app directory names, loaded the way Flower loads them.
+of this process against Flower's in-memory Grid, the ClientApps in fedkd's forked worker
+processes (``simulation.backend=process``, :mod:`fedkd.workers`: no Ray to start) or in Ray
+actors (``ray``, Flower's backend), and both receive the run config the app's ``pyproject.toml``
+fuses with fedkd's, as under ``flwr run``. The apps are the ones the app directory names, loaded
+the way Flower loads them.
 
 Flower's engine runs in a thread beside the main one, which keeps taking signals. A stop
 (SIGINT/SIGTERM: :class:`fedkd.launch.RunInterrupted` in the main thread) ends the ServerApp's
-wait for replies at once (:class:`fedkd.checkpoint.RunStopped`); Flower then lets its actors
-finish the messages in flight and shuts Ray down, and the call returns once it has.
+wait for replies at once (:class:`fedkd.checkpoint.RunStopped`); fedkd's workers are stopped
+at once (under Ray, Flower lets its actors finish the messages in flight and shuts Ray down),
+and the call returns once Flower's engine has stopped.
 """
 
 import contextlib
@@ -38,6 +41,7 @@ from flwr.supercore.telemetry import EventType
 
 from fedkd.config import ExperimentConfig
 from fedkd.grid import PollingGrid
+from fedkd.workers import WorkerPool, flower_backend
 
 log = logging.getLogger("fedkd.engine")
 
@@ -163,12 +167,19 @@ def run_in_process(
         finally:
             done.set()
 
-    with _restored_environ("PYTHONPATH", *env):
+    with _restored_environ("PYTHONPATH", *env), contextlib.ExitStack() as stack:
         os.environ.update(env)
-        _start_ray(sim.num_cpus)
+        pool: WorkerPool | None = None
+        if sim.backend == "process":
+            pool = stack.enter_context(WorkerPool(app, components["clientapp"], sim.num_workers))
+            stack.enter_context(flower_backend(pool))
+        else:
+            _start_ray(sim.num_cpus)
+            stack.callback(_stop_ray)
         # The engine runs beside the main thread, which keeps taking signals. A stop ends the
-        # ServerApp's wait; Flower then lets its actors finish the messages in flight and
-        # shuts Ray down (killing Ray under them would leave Flower's workers waiting forever).
+        # ServerApp's wait; under Ray, Flower then lets its actors finish the messages in
+        # flight and shuts Ray down (killing Ray under them would leave Flower's workers
+        # waiting forever); fedkd's workers are stopped at once instead.
         thread = threading.Thread(target=engine, name="fedkd-simulation", daemon=True)
         thread.start()
         try:
@@ -178,8 +189,9 @@ def run_in_process(
                 pass
         finally:
             stop.set()
+            if pool is not None and not done.is_set():
+                pool.close()  # its messages in flight come back as errors: the round ends
             if not done.wait(ENGINE_STOP_TIMEOUT):
                 log.warning("Flower's engine did not stop within %.0fs", ENGINE_STOP_TIMEOUT)
-            _stop_ray()
     if failure:
         raise failure[0]

@@ -65,12 +65,15 @@ def test_clients_sent_only_soft_labels_counts_and_metrics(dsfl_run: Path):
 
 
 def test_same_seed_same_metrics_on_either_engine(dsfl_run: Path, tmp_path: Path):
-    """The default in-process engine and `flwr run` on a private SuperLink drive the same
-    Flower engine: same seed, same metrics and the same bytes on the wire."""
-    assert json.loads((dsfl_run / "config.json").read_text())["simulation"]["engine"] == (
-        "in_process"
-    )
-    again = run_fedkd(tmp_path, *QUICK_DSFL, "simulation.engine=superlink", name="again")
+    """The default in-process engine with fedkd's worker processes, and `flwr run` on a private
+    SuperLink with Flower's Ray actors, drive the same Flower engine: same seed, same metrics
+    and the same bytes on the wire."""
+    simulation = json.loads((dsfl_run / "config.json").read_text())["simulation"]
+    assert (simulation["engine"], simulation["backend"]) == ("in_process", "process")
+    again = run_fedkd(
+        tmp_path, *QUICK_DSFL, "simulation.engine=superlink", "simulation.backend=ray",
+        name="again",
+    )  # fmt: skip
     first, second = read_metrics(dsfl_run), read_metrics(again)
     assert [(r.global_accuracy, r.consensus_accuracy) for r in first] == [
         (r.global_accuracy, r.consensus_accuracy) for r in second
@@ -106,7 +109,7 @@ def test_python_api_gives_the_cli_results(dsfl_run: Path, tmp_path: Path, monkey
 
 def test_a_multirun_sweep_runs_every_job_in_one_process(tmp_path: Path):
     """`fedkd -m`: Hydra runs the jobs one after another in one process; each starts and stops
-    its own Flower engine and Ray, and learns."""
+    its own Flower engine and client workers, and learns."""
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, "-m", "fedkd", "-m", *QUICK_DSFL, "num_rounds=1", "seed=0,1",

@@ -29,8 +29,8 @@ def test_sigterm_stops_the_run_cleanly(tmp_path: Path):
             assert proc.poll() is None, proc.stdout.read()[-3000:] if proc.stdout else ""
             assert time.monotonic() < deadline, "no round finished in 300 s"
             time.sleep(0.5)
-        tree = process_tree(proc.pid)  # fedkd, its SuperLink, SuperExec, simulation, Ray
-        assert len(tree) >= 5, tree
+        tree = process_tree(proc.pid)  # fedkd, its workers' zygote and two workers
+        assert len(tree) >= 4, tree
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=60)  # within seconds (a minute at most on CI)
     finally:

@@ -60,6 +60,8 @@ def _npz(path, labels, shape=(8, 8), with_y=True):
         (["algorithm.codec={name:topk,spread:1}"], "algorithm.codec.spread"),
         (["algorithm=fedavg", "+algorithm.codec=int8"], "algorithm.codec"),
         (["simulation.engine=ray"], "simulation.engine"),
+        (["simulation.backend=threads"], "simulation.backend"),
+        (["simulation.engine=superlink"], "simulation.backend"),  # flwr run: Ray's actors
     ],
 )
 def test_bad_config_names_the_key(overrides, key):

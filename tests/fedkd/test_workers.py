@@ -1,0 +1,103 @@
+"""fedkd's worker pool for Flower's simulation engine: forked workers run the ClientApp, carry
+its context, report its errors, are replaced when they die, and leave nothing behind."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp.client_app import ClientAppException
+
+from fedkd.launch import still_running
+from fedkd.workers import ProcessBackend, WorkerDied, WorkerPool, flower_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.fedkd.workers_app:app"
+
+
+def _message(**config) -> Message:
+    return Message(
+        RecordDict({"config": ConfigRecord(config)}), dst_node_id=7, message_type="query"
+    )
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with WorkerPool(ROOT, APP, 2) as pool:
+        yield pool
+
+
+def _ask(pool: WorkerPool, context: Context, **config) -> tuple[ConfigRecord, Context]:
+    reply, context = pool.run(_message(**config), context)
+    return reply.content["reply"], context
+
+
+def test_a_worker_runs_the_app_and_hands_back_the_updated_context(pool):
+    context = _context()
+    first, context = _ask(pool, context, action="echo")
+    second, context = _ask(pool, context, action="echo")
+    assert (first["seen"], second["seen"]) == (1, 2)  # the node's state travels with it
+    assert {first["pid"], second["pid"]} <= set(pool.pids[1:])
+    assert os.getpid() not in (first["pid"], second["pid"])
+
+
+def test_an_app_error_is_reported_and_the_worker_goes_on(pool):
+    with pytest.raises(ClientAppException, match="failed on purpose"):
+        pool.run(_message(action="raise"), _context())
+    assert _ask(pool, _context(), action="echo")[0]["seen"] == 1
+
+
+@pytest.mark.timeout(120)  # the failure this guards against is a hang
+def test_workers_use_threads_even_after_this_process_ran_openmp(pool):
+    """A process forked after OpenMP ran hangs in its first parallel region; the zygote never
+    runs torch, so its forks do not."""
+    torch.set_num_threads(2)
+    torch.nn.Conv2d(1, 16, 3)(torch.randn(128, 1, 28, 28)).sum().backward()  # OpenMP here
+    reply, _ = _ask(pool, _context(), action="conv", threads=2)
+    assert reply["threads"] == 2
+
+
+def test_a_dead_worker_fails_its_message_and_is_replaced():
+    with WorkerPool(ROOT, APP, 1) as pool:
+        victim = pool.pids[1]
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match=str(victim)):
+            pool.run(_message(action="echo"), _context())
+        reply, _ = _ask(pool, _context(), action="echo")
+        assert reply["pid"] == pool.pids[1] != victim
+
+
+def test_close_leaves_no_process():
+    pool = WorkerPool(ROOT, APP, 2)
+    pids = pool.pids
+    assert len(pids) == 3  # the zygote and two workers
+    pool.close()
+    deadline = time.monotonic() + 10
+    while still_running(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert still_running(pids) == []
+    with pytest.raises(WorkerDied):
+        pool.run(_message(action="echo"), _context())
+
+
+def test_a_missing_app_fails_the_start_with_the_zygotes_error():
+    with pytest.raises(RuntimeError, match="zygote exited"):
+        WorkerPool(ROOT, "tests.fedkd.no_such_module:app", 1)
+
+
+def test_flowers_engine_gets_the_pool_as_its_backend_only_inside(pool):
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    ray_backend = raybackend.RayBackend
+    with flower_backend(pool):
+        backend = raybackend.RayBackend({})
+        assert isinstance(backend, ProcessBackend) and backend.num_workers == 2
+        assert backend.is_worker_idle()
+    assert raybackend.RayBackend is ray_backend
