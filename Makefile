@@ -29,10 +29,13 @@ data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt 
 run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL+)
 	$(BIN)/fedkd $(ARGS)
 
-# the end-to-end tests mostly wait (Ray start-up, Flower's polling): two workers overlap them
+# the end-to-end tests mostly wait (client start-up, Flower's polling): two workers overlap them
 TEST_WORKERS ?= 2
 
-test: setup  ## run the test suite (includes real Flower simulations; deployment tests too)
+test: setup  ## run the test suite, real Flower simulations and deployments included (~10 min)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup  ## the suite and the exhaustive end-to-end runs marked slow (~15 min)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup  ## ruff lint + format check, mypy

@@ -19,7 +19,7 @@ from fedkd import cluster, netlab
 from fedkd.results import read_metrics
 from tests.e2e.conftest import QUICK_CLIENTS, QUICK_DSFL, USER_MODEL_OVERRIDES
 
-pytestmark = [pytest.mark.deployment, pytest.mark.slow]
+pytestmark = pytest.mark.deployment
 
 NUM_NODES = QUICK_CLIENTS
 DEPLOY = QUICK_DSFL
@@ -58,8 +58,15 @@ def plain_cluster(tmp_path):
 
 @pytest.fixture
 def tls_cluster(tmp_path):
-    # Flower's own executor here (a process per message); fedkd-node in the other tests
-    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=True, executor="flower")
+    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=True)
+    yield state
+    cluster.down(Path(state.workdir))
+
+
+@pytest.fixture
+def flower_executor_cluster(tmp_path):
+    # Flower's own executor: a flwr-clientapp process per message (fedkd-node in the others)
+    state = cluster.up(tmp_path / "cluster", NUM_NODES, tls=False, executor="flower")
     yield state
     cluster.down(Path(state.workdir))
 
@@ -104,6 +111,16 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
     assert all(r.round_seconds > 0 for r in read_metrics(tmp_path / "tls"))
     # and the same bytes cross the wire, client by client and round by round
     assert _bytes_by_client(tmp_path / "tls") == _bytes_by_client(dsfl_run)
+
+
+@pytest.mark.slow  # minutes: Flower's SuperNode polls for each message's process every 3 s
+def test_flowers_own_executor_runs_the_same_deployment(flower_executor_cluster, tmp_path, dsfl_run):
+    summary = run_deploy(flower_executor_cluster, tmp_path / "flower")
+    assert summary["status"] == "completed" and summary["rounds"] == 3
+    sim_summary = json.loads((dsfl_run / "summary.json").read_text())
+    assert abs(sim_summary["final_global_accuracy"] - summary["final_global_accuracy"]) <= 0.01
+    assert _bytes_by_client(tmp_path / "flower") == _bytes_by_client(dsfl_run)
+    assert flower_executor_cluster.executor_pids == {}  # no fedkd-node: Flower ran the apps
 
 
 def _bytes_by_client(run: Path) -> list[dict[int, tuple[int, int]]]:

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.e2e.conftest import QUICK, run_fedkd
 
@@ -25,7 +24,6 @@ def test_entropy_weighted_rule_trusts_the_confident_client(monkeypatch):
     sys.modules.pop("entropy_weighted", None)
 
 
-@pytest.mark.slow
 def test_own_algorithm_runs_end_to_end_and_learns(tmp_path):
     out = run_fedkd(tmp_path, *QUICK, "algorithm=entropy_weighted", cwd=EXAMPLE)
     summary = json.loads((out / "summary.json").read_text())

@@ -2,12 +2,8 @@
 
 import json
 
-import pytest
-
 from fedkd.attacks import attackers
 from tests.e2e.conftest import run_fedkd
-
-pytestmark = pytest.mark.slow
 
 # 5 clients, 2 of them (40 %, seeded) sending confident wrong classes every round
 ATTACKED = ["experiment=digits_quick", "algorithm=dsfl", "clients.num_clients=5",

@@ -7,15 +7,12 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from fedkd.checkpoint import KEEP_STATES
 from fedkd.config import compose
 from fedkd.experiment import build_client_model, load_data
 from fedkd.results import read_metrics
-
-pytestmark = pytest.mark.slow
 
 # 100 clients of 9 digits each, 10 per round; one pass over 9 images is one step: take 10
 CROSS_DEVICE = ["experiment=digits_quick", "clients.num_clients=100", "clients.fraction=0.1",

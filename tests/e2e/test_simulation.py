@@ -18,8 +18,6 @@ from fedkd.schema import Component, component_field
 from server.strategies import DSFL as DSFLStrategy
 from tests.e2e.conftest import QUICK_DSFL, run_fedkd
 
-pytestmark = pytest.mark.slow  # real Flower runs, each about 20 s on 2 cores
-
 FLOAT16_BYTES = 2
 MESSAGE_OVERHEAD = 1000  # the array's np.save header, keys, the metric record
 
@@ -83,6 +81,7 @@ def test_same_seed_same_metrics_on_either_engine(dsfl_run: Path, tmp_path: Path)
     ]
 
 
+@pytest.mark.slow  # FedMD's server is tested round by round in tests/server
 def test_fedmd_runs_end_to_end(tmp_path: Path):
     out = run_fedkd(tmp_path, "experiment=digits_quick", "algorithm=fedmd", "partition=dirichlet")
     summary = json.loads((out / "summary.json").read_text())

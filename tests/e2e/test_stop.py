@@ -7,12 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from fedkd.launch import process_tree, still_running
 from fedkd.results import TIMING_FIELDS, read_metrics
-
-pytestmark = pytest.mark.slow
 
 
 def test_sigterm_stops_the_run_cleanly(tmp_path: Path):

@@ -15,8 +15,6 @@ import pytest
 from fedkd.results import read_metrics
 from tests.e2e.conftest import QUICK, USER_MODEL_OVERRIDES, run_fedkd
 
-pytestmark = pytest.mark.slow  # real Flower runs, each about 20 s on 2 cores
-
 NUM_PUBLIC = 500
 
 
@@ -65,6 +63,7 @@ def test_npz_file_learns(tmp_path, user_files):
     assert all(not math.isnan(r.consensus_accuracy) for r in read_metrics(out))
 
 
+@pytest.mark.slow
 def test_folder_with_public_set_from_another_source_and_own_model(user_files, user_project):
     """Private data from an image folder, the public set from an unlabelled .npz, and a model
     class of the user's project for some clients and the global model, run from the project."""
