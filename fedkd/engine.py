@@ -104,12 +104,24 @@ def _load(reference: str, app: Path, kind: type) -> Any:
     return loaded
 
 
+def start_workers(cfg: ExperimentConfig, app: Path, env: dict[str, str]) -> WorkerPool:
+    """The worker pool of a ``simulation.backend=process`` run of the app in ``app``, its
+    zygote started now (it imports torch and the ClientApp while the caller goes on)."""
+    components = get_project_config(app)["tool"]["flwr"]["app"]["components"]
+    return WorkerPool(app, components["clientapp"], cfg.simulation.num_workers, env)
+
+
 def run_in_process(
-    cfg: ExperimentConfig, app: Path, run_config: dict[str, Any], env: dict[str, str]
+    cfg: ExperimentConfig,
+    app: Path,
+    run_config: dict[str, Any],
+    env: dict[str, str],
+    pool: WorkerPool | None = None,
 ) -> None:
     """Run the Flower app in ``app`` on Flower's simulation engine in this process, with
     ``run_config`` (overriding the app's ``[tool.flwr.app.config]``) and ``env`` added to the
-    environment of this process and the Ray actors it starts."""
+    environment of this process and of the client workers (``pool``, from
+    :func:`start_workers`, or started here; closed either way) or Ray actors."""
     components = get_project_config(app)["tool"]["flwr"]["app"]["components"]
     # Both apps are loaded here, before any thread starts: Flower would parse the ClientApp's
     # module (ast) in its engine thread while the ServerApp starts, which CPython 3.11 cannot do
@@ -169,10 +181,12 @@ def run_in_process(
 
     with _restored_environ("PYTHONPATH", *env), contextlib.ExitStack() as stack:
         os.environ.update(env)
-        pool: WorkerPool | None = None
         if sim.backend == "process":
-            pool = stack.enter_context(WorkerPool(app, components["clientapp"], sim.num_workers))
+            pool = pool or start_workers(cfg, app, env)
+            stack.enter_context(pool)
             stack.enter_context(flower_backend(pool))
+        elif pool is not None:
+            raise ValueError(f"a worker pool was given to a simulation.backend={sim.backend} run")
         else:
             _start_ray(sim.num_cpus)
             stack.callback(_stop_ray)

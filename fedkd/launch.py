@@ -30,7 +30,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -47,6 +47,9 @@ from fedkd.results import (
     read_metrics,
 )
 from fedkd.results import read_summary as read_run_summary
+
+if TYPE_CHECKING:
+    from fedkd.workers import WorkerPool
 
 log = logging.getLogger("fedkd.launch")
 
@@ -405,11 +408,13 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     before = _peak_before(out) if resume else 0
     workdir = Path(tempfile.mkdtemp(prefix="fedkd-"))
     memory = MemoryWatch()
+    pool = None
     try:
+        pool = _early_workers(cfg, workdir)
         check_before_start(cfg, workdir)
         (out / STOP_MARKER).unlink(missing_ok=True)  # left by an earlier stop
         with interruptible(out), memory:
-            summary = _run_flower(cfg, out, workdir, resume)
+            summary = _run_flower(cfg, out, workdir, resume, pool)
     except RunInterrupted:
         stopped = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
         (out / STOP_MARKER).unlink(missing_ok=True)
@@ -418,6 +423,8 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
         log.warning("run stopped after %d finished rounds -> %s", stopped.rounds, out)
         raise
     finally:
+        if pool is not None:
+            pool.close()
         shutil.rmtree(workdir, ignore_errors=True)
     if cfg.mode != "simulation":  # the SuperLink and SuperNodes are not this process's tree
         return summary
@@ -458,17 +465,39 @@ def write_interrupted_summary(
     return summary
 
 
-def _run_flower(cfg: ExperimentConfig, out: Path, workdir: Path, resume: bool) -> dict[str, Any]:
-    """The run through Flower's own CLI; returns its summary."""
+def _shared_env(workdir: Path) -> dict[str, str]:
+    """Where the run's processes find the data check_before_start shares."""
+    return {SHARED_DATA_ENV: str(workdir / SHARED_DATA_DIR)}
+
+
+def _early_workers(cfg: ExperimentConfig, workdir: Path) -> "WorkerPool | None":
+    """A ``simulation.backend=process`` run's client workers, started before the data is
+    checked: their zygote imports torch and the ClientApp meanwhile (about 2 s of start-up)."""
+    sim = cfg.simulation
+    if cfg.mode != "simulation" or (sim.engine, sim.backend) != ("in_process", "process"):
+        return None
+    from fedkd.engine import start_workers
+
+    return start_workers(cfg, app_dir(workdir), _shared_env(workdir))
+
+
+def _run_flower(
+    cfg: ExperimentConfig,
+    out: Path,
+    workdir: Path,
+    resume: bool,
+    pool: "WorkerPool | None" = None,
+) -> dict[str, Any]:
+    """The run through Flower's own runtime; returns its summary."""
     run_config = write_run_config(cfg, workdir / "run_config.toml", resume)
     app = app_dir(workdir)
     if cfg.mode == "simulation":
-        shared = {SHARED_DATA_ENV: str(workdir / SHARED_DATA_DIR)}  # check_before_start's
+        shared = _shared_env(workdir)
         if cfg.simulation.engine == "in_process":
             from fedkd.engine import run_in_process
 
             try:
-                run_in_process(cfg, app, run_config_dict(cfg, resume), shared)
+                run_in_process(cfg, app, run_config_dict(cfg, resume), shared, pool)
             except Exception as err:  # a failing ServerApp wrote its error into the summary
                 log.warning("Flower's engine ended with %s: %s", type(err).__name__, err)
             return read_summary(cfg)

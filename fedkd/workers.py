@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
@@ -66,35 +66,49 @@ class WorkerPool:
 
     Make it in a thread that outlives it (the main thread): the zygote dies with that thread."""
 
-    def __init__(self, app_dir: Path, app_ref: str, size: int) -> None:
+    def __init__(
+        self, app_dir: Path, app_ref: str, size: int, env: Mapping[str, str] | None = None
+    ) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {size}")
         self.size = size
         self._authkey = secrets.token_bytes(32)
         self._tmp = tempfile.TemporaryDirectory(prefix="fedkd-workers-")
         self._listener = Listener(str(Path(self._tmp.name) / "socket"), authkey=self._authkey)
-        env = {**os.environ, AUTHKEY_ENV: self._authkey.hex()}
+        zygote_env = {**os.environ, **(env or {}), AUTHKEY_ENV: self._authkey.hex()}
         # the zygote imports what this process imports: its sys.path, the app's folder first
-        env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *sys.path])
+        zygote_env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *sys.path])
         command = [sys.executable, "-m", "fedkd.workers", str(self._listener.address),
                    str(app_dir), app_ref]  # fmt: skip
-        self._zygote = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        # it imports torch and the app while this process goes on: workers are forked (and
+        # connected) the first time one is needed, or by ready()
+        self._zygote = subprocess.Popen(command, env=zygote_env, stdin=subprocess.DEVNULL)
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[tuple[int, Connection]] = queue.SimpleQueue()
         self._workers: dict[int, Connection] = {}
         self._pids: dict[int, int] = {}
+        self._control: Connection | None = None
         self._closed = False
-        try:
-            self._control = self._accept("zygote")[1]
-            for index in range(size):
-                self._idle.put((index, self._fork(index)))
-        except BaseException:
-            self.close()
-            raise
+
+    def ready(self) -> "WorkerPool":
+        """Wait for the zygote and fork the workers (once); raises if the zygote failed."""
+        with self._lock:
+            if self._closed:
+                raise WorkerDied("the worker pool was closed")
+            if self._control is not None:
+                return self
+            try:
+                self._control = self._accept("zygote")[1]
+                for index in range(self.size):
+                    self._idle.put((index, self._fork(index)))
+            except BaseException:
+                self._close()
+                raise
+        return self
 
     @property
     def pids(self) -> list[int]:
-        """The zygote's and the workers' process ids."""
+        """The zygote's and the (started) workers' process ids."""
         return [self._zygote.pid, *self._pids.values()]
 
     def _accept(self, what: str) -> tuple[int, Connection]:
@@ -130,6 +144,7 @@ class WorkerPool:
         return pid, conn
 
     def _fork(self, index: int) -> Connection:
+        assert self._control is not None
         self._control.send(("fork", index))
         pid, conn = self._accept("worker")
         self._pids[index] = pid
@@ -138,6 +153,7 @@ class WorkerPool:
 
     def run(self, message: Message, context: Context) -> tuple[Message, Context]:
         """``message`` through the ClientApp in an idle worker (blocks until one is idle)."""
+        self.ready()
         index, conn = self._idle.get()
         try:
             conn.send((message, context))
@@ -158,14 +174,17 @@ class WorkerPool:
         return reply, new_context
 
     def has_idle(self) -> bool:
-        return not self._idle.empty()
+        return not self.ready()._idle.empty()
 
     def close(self) -> None:
         """Stop the workers and the zygote (a worker in the middle of a message is killed)."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for pid in self._pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -182,7 +201,7 @@ class WorkerPool:
         self._tmp.cleanup()
 
     def __enter__(self) -> "WorkerPool":
-        return self
+        return self.ready()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -190,9 +209,9 @@ class WorkerPool:
 
 class ProcessBackend(Backend):
     """Flower's ``Backend`` contract served by a :class:`WorkerPool` (made by the caller, which
-    closes it: see :func:`backend_for`)."""
+    closes it: see :func:`flower_backend`)."""
 
-    pool: WorkerPool  # set by backend_for's subclass
+    pool: WorkerPool  # set by flower_backend's subclass
 
     def __init__(self, backend_config: BackendConfig) -> None:
         super().__init__(backend_config)
@@ -257,7 +276,10 @@ def zygote(address: str, app_dir: str, app_ref: str, authkey: bytes) -> None:
     app = load_app(app_ref, ValueError, app_dir)
     if not isinstance(app, ClientApp):
         raise TypeError(f"{app_ref} is a {type(app).__name__}, not a ClientApp")
-    control = Client(address, authkey=authkey)
+    try:
+        control = Client(address, authkey=authkey)
+    except OSError:  # the pool was closed while this process started: nobody to serve
+        return
     control.send(("zygote", os.getpid()))
     while True:
         try:

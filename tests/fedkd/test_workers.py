@@ -76,7 +76,8 @@ def test_a_dead_worker_fails_its_message_and_is_replaced():
 
 def test_close_leaves_no_process():
     pool = WorkerPool(ROOT, APP, 2)
-    pids = pool.pids
+    assert len(pool.pids) == 1  # the zygote starts at once, the workers when first needed
+    pids = pool.ready().pids
     assert len(pids) == 3  # the zygote and two workers
     pool.close()
     deadline = time.monotonic() + 10
@@ -89,7 +90,7 @@ def test_close_leaves_no_process():
 
 def test_a_missing_app_fails_the_start_with_the_zygotes_error():
     with pytest.raises(RuntimeError, match="zygote exited"):
-        WorkerPool(ROOT, "tests.fedkd.no_such_module:app", 1)
+        WorkerPool(ROOT, "tests.fedkd.no_such_module:app", 1).ready()
 
 
 def test_flowers_engine_gets_the_pool_as_its_backend_only_inside(pool):
