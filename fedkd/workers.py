@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -233,22 +234,29 @@ class ProcessBackend(Backend):
         """The pool outlives Flower's engine; its owner closes it."""
 
 
+RAY_BACKEND_MODULE = "flwr.server.superlink.fleet.vce.backend.raybackend"
+
+
 @contextlib.contextmanager
 def flower_backend(pool: WorkerPool) -> Iterator[None]:
     """While inside, Flower's simulation engine runs its ClientApps in ``pool`` instead of Ray.
 
-    Flower 1.41's engine names its backend class in one place (``RayBackend`` in
-    ``flwr.server.superlink.fleet.vce.backend.raybackend``, looked up when the engine starts);
-    this swaps that name for the duration, and only that."""
-    from flwr.server.superlink.fleet.vce.backend import raybackend
-
-    backend = type("PooledBackend", (ProcessBackend,), {"pool": pool})
-    saved = raybackend.RayBackend
-    raybackend.RayBackend = backend  # type: ignore[misc,assignment]
+    Flower 1.41's engine takes its backend class from one place, ``RayBackend`` in
+    :data:`RAY_BACKEND_MODULE`, imported when the engine starts; for the duration this puts a
+    module holding the pool's backend under that name (without importing the real one, which
+    imports Ray: a second of start-up and Ray's exit hooks), and then puts back what was
+    there."""
+    stub = types.ModuleType(RAY_BACKEND_MODULE, "fedkd.workers: the pool's backend for Flower")
+    stub.RayBackend = type("PooledBackend", (ProcessBackend,), {"pool": pool})  # type: ignore[attr-defined]
+    saved = sys.modules.get(RAY_BACKEND_MODULE)
+    sys.modules[RAY_BACKEND_MODULE] = stub
     try:
         yield
     finally:
-        raybackend.RayBackend = saved  # type: ignore[misc]
+        if saved is None:
+            sys.modules.pop(RAY_BACKEND_MODULE, None)
+        else:
+            sys.modules[RAY_BACKEND_MODULE] = saved
 
 
 # ------------------------------------------------------------------ the zygote and its workers
