@@ -4,9 +4,13 @@ Clients with heterogeneous architectures share soft predictions on a public prox
 server aggregates them into a consensus and distils a global model from it.
 """
 
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Flower's LinkState loads SQLAlchemy's migrations (alembic), which log each plugin at INFO
+logging.getLogger("alembic").setLevel(logging.WARNING)
 __all__ = ["resume", "run"]
 
 

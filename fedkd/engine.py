@@ -155,9 +155,8 @@ def run_in_process(
         "init_args": {"num_cpus": sim.num_cpus},
     }
     # Flower prints its own records (its console handler); under Hydra they would also reach the
-    # root logger's handler, DEBUG included, as would the SQL migrations' INFO chatter
+    # root logger's handler, DEBUG included
     logging.getLogger("flwr").propagate = False
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     failure: list[BaseException] = []
     done = threading.Event()
 
