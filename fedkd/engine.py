@@ -131,9 +131,18 @@ def run_in_process(
     stop = threading.Event()
     server_app = ServerApp()
 
+    served = threading.Event()  # the ServerApp returned: the run folder is written
+    failure: list[BaseException] = []
+
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        user_app(grid=cast(Grid, PollingGrid(grid, stop=stop)), context=context)
+        try:
+            user_app(grid=cast(Grid, PollingGrid(grid, stop=stop)), context=context)
+        except BaseException as err:
+            failure.append(err)
+            raise
+        finally:
+            served.set()
 
     run_id = generate_rand_int_from_bytes(8)
     run = Run.create_empty(run_id=run_id)
@@ -157,7 +166,6 @@ def run_in_process(
     # Flower prints its own records (its console handler); under Hydra they would also reach the
     # root logger's handler, DEBUG included
     logging.getLogger("flwr").propagate = False
-    failure: list[BaseException] = []
     done = threading.Event()
 
     def engine() -> None:
@@ -174,7 +182,8 @@ def run_in_process(
                 is_app=True,
             )
         except BaseException as err:
-            failure.append(err)
+            if not failure:  # (the ServerApp's own error is already there)
+                failure.append(err)
         finally:
             done.set()
 
@@ -198,13 +207,15 @@ def run_in_process(
         try:
             # an Event, not Thread.join: a signal interrupting join() can leave the thread
             # marked as finished while it still runs (CPython before 3.13)
-            while not done.wait(0.2):
+            while not (done.wait(0.2) or served.is_set()):
                 pass
         finally:
             stop.set()
             if pool is not None and not done.is_set():
                 pool.close()  # its messages in flight come back as errors: the round ends
-            if not done.wait(ENGINE_STOP_TIMEOUT):
+            # Once the ServerApp has returned, Flower's threads only wind down (their queues
+            # poll once a second): they end on their own, after this returns.
+            if not served.is_set() and not done.wait(ENGINE_STOP_TIMEOUT):
                 log.warning("Flower's engine did not stop within %.0fs", ENGINE_STOP_TIMEOUT)
     if failure:
         raise failure[0]
