@@ -32,10 +32,10 @@ run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clien
 # the end-to-end tests mostly wait (client start-up, Flower's polling): two workers overlap them
 TEST_WORKERS ?= 2
 
-test: setup  ## run the test suite, real Flower simulations and deployments included (~10 min)
+test: setup  ## run the test suite, real Flower simulations and deployments included (~7 min)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup  ## the suite and the exhaustive end-to-end runs marked slow (~15 min)
+test-all: setup  ## the suite and the end-to-end runs marked slow (~8 min)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup  ## ruff lint + format check, mypy

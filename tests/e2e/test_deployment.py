@@ -113,7 +113,7 @@ def test_tls_deployment_learns_matches_simulation_and_refuses_strangers(
     assert _bytes_by_client(tmp_path / "tls") == _bytes_by_client(dsfl_run)
 
 
-@pytest.mark.slow  # minutes: Flower's SuperNode polls for each message's process every 3 s
+@pytest.mark.slow  # 1-4 min: Flower's SuperNode polls for each message's process every 3 s
 def test_flowers_own_executor_runs_the_same_deployment(flower_executor_cluster, tmp_path, dsfl_run):
     summary = run_deploy(flower_executor_cluster, tmp_path / "flower")
     assert summary["status"] == "completed" and summary["rounds"] == 3

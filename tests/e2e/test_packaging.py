@@ -8,7 +8,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 from flwr.cli.build import build_fab_from_disk
 
 from fedkd.project import is_app
@@ -29,7 +28,6 @@ def test_fab_builds_with_apps_and_conf_but_no_run_folders():
     assert not [n for n in names if n.startswith("benchmarks/results/")]
 
 
-@pytest.mark.slow
 def test_installed_wheel_runs_outside_the_checkout(tmp_path: Path):
     """A plain install of the wheel (not the checkout) runs `fedkd` from an unrelated directory,
     with the configs it carries inside the package."""

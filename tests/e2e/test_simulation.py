@@ -81,7 +81,6 @@ def test_same_seed_same_metrics_on_either_engine(dsfl_run: Path, tmp_path: Path)
     ]
 
 
-@pytest.mark.slow  # FedMD's server is tested round by round in tests/server
 def test_fedmd_runs_end_to_end(tmp_path: Path):
     out = run_fedkd(tmp_path, "experiment=digits_quick", "algorithm=fedmd", "partition=dirichlet")
     summary = json.loads((out / "summary.json").read_text())

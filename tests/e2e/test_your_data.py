@@ -63,7 +63,6 @@ def test_npz_file_learns(tmp_path, user_files):
     assert all(not math.isnan(r.consensus_accuracy) for r in read_metrics(out))
 
 
-@pytest.mark.slow
 def test_folder_with_public_set_from_another_source_and_own_model(user_files, user_project):
     """Private data from an image folder, the public set from an unlabelled .npz, and a model
     class of the user's project for some clients and the global model, run from the project."""
