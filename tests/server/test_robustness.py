@@ -172,9 +172,9 @@ def _failing(msg, reply):
     return Message(Error(code=2, reason="the client's runtime is gone"), reply_to=msg)
 
 
-def test_a_run_whose_clients_all_fail_round_after_round_stops_and_resumes_from_before(tmp_path):
-    cfg = digits_config("algorithm=dsfl", "max_failed_rounds=2", "num_rounds=4")
-    strategy, grid = _setup(cfg, tmp_path / "stopped")
+def _stops_when_every_client_fails_after_round_1(strategy, grid, run_dir):
+    """All 4 clients answer round 1, then fail: with ``max_failed_rounds=2`` the run stops
+    after round 3, recording the three rounds."""
     answered = {"n": 0}
 
     def gone_after_round_1(msg, reply):
@@ -185,12 +185,18 @@ def test_a_run_whose_clients_all_fail_round_after_round_stops_and_resumes_from_b
         grid.tamper[node] = gone_after_round_1
     with pytest.raises(FederationLost, match="rounds 2-3"):
         strategy.start(grid)
-    rounds = read_metrics(tmp_path / "stopped")
+    rounds = read_metrics(run_dir)
     assert [(r.round, r.num_accepted, r.num_failed) for r in rounds] == [
         (1, 4, 0),
         (2, 0, 4),
         (3, 0, 4),
     ]
+
+
+def test_a_run_whose_clients_all_fail_round_after_round_stops_and_resumes_from_before(tmp_path):
+    cfg = digits_config("algorithm=dsfl", "max_failed_rounds=2", "num_rounds=4")
+    strategy, grid = _setup(cfg, tmp_path / "stopped")
+    _stops_when_every_client_fails_after_round_1(strategy, grid, tmp_path / "stopped")
     # the checkpoint is the last round anyone answered: a resumed run repeats the lost ones
     ckpt = ServerCheckpoint.load(tmp_path / "stopped")
     assert ckpt.round == 1
@@ -210,22 +216,7 @@ def test_a_fedavg_run_whose_clients_all_fail_stops_too(tmp_path):
     """``max_failed_rounds`` holds for the weight-averaging baseline as well."""
     cfg = digits_config("algorithm=fedavg", "max_failed_rounds=2", "num_rounds=5")
     strategy, grid = _setup(cfg, tmp_path)
-    answered = {"n": 0}
-
-    def gone_after_round_1(msg, reply):
-        answered["n"] += 1
-        return reply if answered["n"] <= 4 else _failing(msg, reply)
-
-    for node in grid.contexts:
-        grid.tamper[node] = gone_after_round_1
-    with pytest.raises(FederationLost, match="rounds 2-3"):
-        strategy.start(grid)
-    rounds = read_metrics(tmp_path)
-    assert [(r.round, r.num_accepted, r.num_failed) for r in rounds] == [
-        (1, 4, 0),
-        (2, 0, 4),
-        (3, 0, 4),
-    ]
+    _stops_when_every_client_fails_after_round_1(strategy, grid, tmp_path)
 
 
 def test_one_failing_round_among_answered_ones_does_not_stop_the_run(tmp_path):
