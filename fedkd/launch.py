@@ -410,11 +410,12 @@ def run(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     memory = MemoryWatch()
     pool = None
     try:
-        pool = _early_workers(cfg, workdir)
+        app = app_dir(workdir)
+        pool = _early_workers(cfg, app, workdir)
         check_before_start(cfg, workdir)
         (out / STOP_MARKER).unlink(missing_ok=True)  # left by an earlier stop
         with interruptible(out), memory:
-            summary = _run_flower(cfg, out, workdir, resume, pool)
+            summary = _run_flower(cfg, out, app, workdir, resume, pool)
     except RunInterrupted:
         stopped = write_interrupted_summary(out, cfg, time.monotonic() - start, earlier)
         (out / STOP_MARKER).unlink(missing_ok=True)
@@ -470,7 +471,7 @@ def _shared_env(workdir: Path) -> dict[str, str]:
     return {SHARED_DATA_ENV: str(workdir / SHARED_DATA_DIR)}
 
 
-def _early_workers(cfg: ExperimentConfig, workdir: Path) -> "WorkerPool | None":
+def _early_workers(cfg: ExperimentConfig, app: Path, workdir: Path) -> "WorkerPool | None":
     """A ``simulation.backend=process`` run's client workers, started before the data is
     checked: their zygote imports torch and the ClientApp meanwhile (about 2 s of start-up)."""
     sim = cfg.simulation
@@ -478,19 +479,20 @@ def _early_workers(cfg: ExperimentConfig, workdir: Path) -> "WorkerPool | None":
         return None
     from fedkd.engine import start_workers
 
-    return start_workers(cfg, app_dir(workdir), _shared_env(workdir))
+    return start_workers(cfg, app, _shared_env(workdir))
 
 
 def _run_flower(
     cfg: ExperimentConfig,
     out: Path,
+    app: Path,
     workdir: Path,
     resume: bool,
     pool: "WorkerPool | None" = None,
 ) -> dict[str, Any]:
-    """The run through Flower's own runtime; returns its summary."""
+    """The run of the Flower app in ``app`` through Flower's own runtime; returns its
+    summary."""
     run_config = write_run_config(cfg, workdir / "run_config.toml", resume)
-    app = app_dir(workdir)
     if cfg.mode == "simulation":
         shared = _shared_env(workdir)
         if cfg.simulation.engine == "in_process":
