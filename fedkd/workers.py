@@ -6,10 +6,12 @@ run several seconds to start (the Ray cluster, then every actor importing torch 
 a few to stop, and its daemons and actors hundreds of megabytes. :class:`ProcessBackend` is the
 same contract served by :class:`WorkerPool`:
 
-- a **zygote** process (``python -m fedkd.workers``) imports torch and the app's ClientApp once
-  and then only forks: each **worker** is a fork of it, ready in milliseconds, sharing the
-  zygote's imported pages copy-on-write, and its datasets through fedkd's shared arrays
-  (:mod:`fedkd.data.shared`);
+- a **zygote** process imports torch and the app's ClientApp once and then only forks: each
+  **worker** is a fork of it, ready in milliseconds, sharing the zygote's imported pages
+  copy-on-write, and its datasets through fedkd's shared arrays (:mod:`fedkd.data.shared`);
+- the zygote is itself a fork of the launcher while the launcher has a single thread (the
+  start of a run: torch and Flower, imported there already, are then shared by every process
+  of the run instead of being imported twice); otherwise a fresh ``python -m fedkd.workers``;
 - the zygote never runs a torch operation, so a forked worker may use any number of threads
   (a process forked after OpenMP ran cannot), and a worker that dies is replaced by a fresh fork
   while the message it held comes back as an error reply, as under Ray;
@@ -23,11 +25,13 @@ same contract served by :class:`WorkerPool`:
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import queue
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +61,75 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _native_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux
+        return -1
+
+
+# numpy's OpenBLAS starts its threads when it loads (it is fork-safe); torch starts none until
+# its first parallel region
+_THREADS_AT_IMPORT = _native_threads()
+
+
+def _single_threaded() -> bool:
+    """Whether this process is as it was when this module was imported: one Python thread and
+    no native thread since (none that could hold a lock at a fork, and no OpenMP pool: its
+    threads would be missing in a fork, which then hangs in its first parallel region)."""
+    threads = _native_threads()
+    return threading.active_count() == 1 and 0 < threads <= _THREADS_AT_IMPORT
+
+
+class _Forked:
+    """A child process running ``target`` in a fork of this one (it never returns to the
+    caller's code: it leaves with ``os._exit``), with the part of ``subprocess.Popen``'s
+    interface the pool uses."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                target()
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"fork {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
 class WorkerDied(RuntimeError):
     """A worker process ended while it held a message (killed, out of memory, a crash)."""
 
@@ -76,14 +149,20 @@ class WorkerPool:
         self._authkey = secrets.token_bytes(32)
         self._tmp = tempfile.TemporaryDirectory(prefix="fedkd-workers-")
         self._listener = Listener(str(Path(self._tmp.name) / "socket"), authkey=self._authkey)
-        zygote_env = {**os.environ, **(env or {}), AUTHKEY_ENV: self._authkey.hex()}
-        # the zygote imports what this process imports: its sys.path, the app's folder first
-        zygote_env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *sys.path])
-        command = [sys.executable, "-m", "fedkd.workers", str(self._listener.address),
-                   str(app_dir), app_ref]  # fmt: skip
-        # it imports torch and the app while this process goes on: workers are forked (and
-        # connected) the first time one is needed, or by ready()
-        self._zygote = subprocess.Popen(command, env=zygote_env, stdin=subprocess.DEVNULL)
+        address = str(self._listener.address)
+        # workers are forked (and connected) the first time one is needed, or by ready()
+        self._zygote: subprocess.Popen[bytes] | _Forked
+        if _single_threaded():
+            # a fork of this process: torch and the app's imports shared with it, not repeated
+            self._zygote = _Forked(lambda: _forked_zygote(address, app_dir, app_ref,
+                                                          self._authkey, env or {}))  # fmt: skip
+        else:  # a fork could inherit held locks or an OpenMP pool: a fresh interpreter
+            zygote_env = {**os.environ, **(env or {}), AUTHKEY_ENV: self._authkey.hex()}
+            # it imports what this process imports: its sys.path, the app's folder first
+            zygote_env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *sys.path])
+            command = [sys.executable, "-m", "fedkd.workers", address, str(app_dir), app_ref]
+            # it imports torch and the app while this process goes on
+            self._zygote = subprocess.Popen(command, env=zygote_env, stdin=subprocess.DEVNULL)
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[tuple[int, Connection]] = queue.SimpleQueue()
         self._workers: dict[int, Connection] = {}
@@ -106,6 +185,11 @@ class WorkerPool:
                 self._close()
                 raise
         return self
+
+    @property
+    def zygote_forked(self) -> bool:
+        """Whether the zygote is a fork of this process (else a fresh interpreter)."""
+        return isinstance(self._zygote, _Forked)
 
     @property
     def pids(self) -> list[int]:
@@ -198,6 +282,11 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 self._zygote.kill()
                 self._zygote.wait()
+        # an accepting thread left by a failed start blocks in accept(): a connection wakes it
+        # (its handshake fails, and it ends)
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+            wake.settimeout(1.0)
+            wake.connect(str(self._listener.address))
         self._listener.close()
         self._tmp.cleanup()
 
@@ -297,6 +386,7 @@ def zygote(address: str, app_dir: str, app_ref: str, authkey: bytes) -> None:
         if command != "fork":
             return
         if os.fork() == 0:  # the worker
+            gc.freeze()  # the zygote's objects stay shared pages
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # its own children, if any, it waits for
             _die_with_parent()
@@ -306,6 +396,20 @@ def zygote(address: str, app_dir: str, app_ref: str, authkey: bytes) -> None:
                 _serve(conn, app)
             finally:
                 os._exit(0)
+
+
+def _forked_zygote(
+    address: str, app_dir: Path, app_ref: str, authkey: bytes, env: Mapping[str, str]
+) -> None:
+    """:func:`zygote` in a fork of the launcher, set up as the fresh interpreter would be."""
+    gc.freeze()  # collections here must not touch (and so copy) the pages shared with the parent
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # close() ends it, whatever the parent had
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    logging.root.handlers.clear()  # the parent's run log is the parent's to write
+    os.environ.update(env)
+    zygote(address, str(app_dir), app_ref, authkey)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -105,3 +105,64 @@ def test_flowers_engine_gets_the_pool_as_its_backend_only_inside(pool):
         assert isinstance(backend, ProcessBackend) and backend.num_workers == 2
         assert backend.is_worker_idle()
     assert sys.modules.get(name) is before
+
+
+FRESH_PROCESS = """
+import json, sys, threading
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from fedkd.workers import WorkerPool
+
+root, app = sys.argv[1], sys.argv[2]
+TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 7
+
+def conv(pool):
+    message = Message(RecordDict({"config": ConfigRecord({"action": "conv", "threads": 2})}),
+                      dst_node_id=7, message_type="query")
+    context = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    reply = pool.run(message, context)[0].content["reply"]
+    zygote = open(f"/proc/{pool.pids[0]}/cmdline", "rb").read()
+    return {"forked": pool.zygote_forked, "threads": reply["threads"],
+            "same_command": zygote == open("/proc/self/cmdline", "rb").read()}
+
+result = {}
+missing = WorkerPool(root, "tests.fedkd.no_such_module:app", 1)
+try:
+    missing.ready()
+except RuntimeError as err:
+    result["missing"] = [missing.zygote_forked, str(err)]
+for thread in threading.enumerate():  # the failed start's accepting thread
+    if thread is not threading.main_thread():
+        thread.join(10)
+with WorkerPool(root, app, 1) as pool:
+    result["fresh"] = conv(pool)
+torch.set_num_threads(2)
+torch.nn.Conv2d(1, 16, 3)(torch.randn(128, 1, 28, 28)).sum().backward()  # an OpenMP pool here
+with WorkerPool(root, app, 1) as pool:
+    result["after_openmp"] = conv(pool)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.timeout(180)  # a fork that inherits an OpenMP pool hangs
+def test_the_zygote_is_a_fork_of_a_single_threaded_launcher_and_a_fresh_one_otherwise():
+    """At a run's start the launcher has one thread: the zygote is its fork (torch and Flower
+    shared, not imported again). Once an OpenMP pool (or any thread) exists, a fork could hang:
+    the zygote is a fresh interpreter. Both run multi-threaded torch in their workers."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(ROOT), APP],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["fresh"] == {"forked": True, "threads": 2, "same_command": True}
+    assert result["after_openmp"] == {"forked": False, "threads": 2, "same_command": False}
+    forked, error = result["missing"]
+    assert forked and "zygote exited" in error  # the forked zygote's error fails the start
+    assert "no_such_module" in done.stderr  # and its traceback reaches the launcher's stderr
