@@ -12,8 +12,11 @@ seed 0, in five settings:
   (a new ``flwr-clientapp`` process per message, which imports torch and loads the data);
 * ``loopback_flower_poll``: the same with ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1`` (Flower's
   executor asks for tasks every 0.1 s instead of every second);
-* ``loopback``: the same nodes with ``fedkd-node`` executors (``fedkd-cluster``'s default: one
-  long-lived worker process per node keeps its imports and data between messages);
+* ``loopback_stock_poll``: the same nodes with ``fedkd-node`` executors (one long-lived worker
+  process per node keeps its imports and data between messages), Flower's SuperNodes as they
+  are (an idle node asks for a message every 3 s);
+* ``loopback``: ``fedkd-cluster``'s default: ``fedkd-node`` executors and ``fedkd-supernode``
+  (Flower's SuperNode asking every 0.5 s);
 * ``netns_50ms``: the SuperLink and each SuperNode in network namespaces of their own on a
   bridge, TLS issued for the coordinator's address, SuperNode authentication, and 50 ms added
   each way on the coordinator's link (``fedkd-cluster up --netns --delay 0.05``: root only).
@@ -49,7 +52,9 @@ ROUNDS = 6
 LATENCY = 0.05
 SETTING = ("experiment=digits_quick", f"clients.num_clients={NODES}", f"num_rounds={ROUNDS}",
            "seed=0")  # fmt: skip
-MODES = ("simulation", "loopback_flower", "loopback_flower_poll", "loopback", "netns_50ms")
+MODES = ("simulation", "loopback_flower", "loopback_flower_poll", "loopback_stock_poll",
+         "loopback", "netns_50ms")  # fmt: skip
+STOCK_SUPERNODE = ("loopback_flower", "loopback_flower_poll", "loopback_stock_poll")
 FLOWER_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 TARGET_S = 5.0
 
@@ -58,6 +63,7 @@ def run_mode(mode: str, work: Path) -> dict[str, Any]:
     """One run of ``mode`` in ``work``; its per-round times and accuracy."""
     from fedkd import cluster
     from fedkd.results import read_metrics, read_summary
+    from fedkd.supernode import POLL_INTERVAL
 
     out = work / "run"
     command = [sys.executable, "-m", "fedkd", *SETTING, f"output_dir={out}",
@@ -76,6 +82,7 @@ def run_mode(mode: str, work: Path) -> dict[str, Any]:
                 executor="flower" if mode.startswith("loopback_flower") else "fedkd",
                 netns=netns,
                 delay=LATENCY if netns else 0.0,
+                poll_interval=None if mode in STOCK_SUPERNODE else POLL_INTERVAL,
             )
             command += ["mode=deploy", f"connection={cluster.CONNECTION}"]
             env["FLWR_HOME"] = str(state.flwr_home)
@@ -104,23 +111,46 @@ def run_mode(mode: str, work: Path) -> dict[str, Any]:
     }
 
 
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for repeated runs of a mode: means over all their rounds 2-6."""
+    if len(runs) == 1:
+        return runs[0]
+    later = [
+        pair
+        for r in runs
+        for pair in zip(r["round_seconds"][1:], r["exchange_seconds"][1:], strict=True)
+    ]
+    return {
+        **runs[0],
+        "runs": len(runs),
+        "round_s": mean(rs for rs, _ in later),
+        "exchange_s": mean(es for _, es in later),
+        "server_s": mean(rs - es for rs, es in later),
+        "first_round_s": mean(r["first_round_s"] for r in runs),
+        "round_seconds": [r["round_seconds"] for r in runs],
+        "exchange_seconds": [r["exchange_seconds"] for r in runs],
+    }
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     sim = next((r for r in rows if r["mode"] == "simulation"), None)
     lines = [
-        "| setting | round (s) | exchange (s) | server (s) | round - simulation's (s) | "
+        "| setting | runs | round (s) | exchange (s) | server (s) | round - simulation's (s) | "
         "first round (s) | final accuracy | target <= 5 s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: MODES.index(r["mode"])):
         extra = f"{r['round_s'] - sim['round_s']:+.2f}" if sim else "–"
         met = "–" if r["mode"] == "simulation" else ("met" if r["round_s"] <= TARGET_S else "no")
         lines.append(
-            f"| {r['mode']} | {r['round_s']:.2f} | {r['exchange_s']:.2f} | {r['server_s']:.2f} | "
+            f"| {r['mode']} | {r.get('runs', 1)} | {r['round_s']:.2f} | {r['exchange_s']:.2f} | "
+            f"{r['server_s']:.2f} | "
             f"{extra} | {r['first_round_s']:.1f} | {r['final_accuracy']:.4f} | {met} |"
         )
     return "\n".join(lines) + (
         f"\n\nDigits preset, {NODES} clients (one per SuperNode), {ROUNDS} rounds; times are the "
-        "mean of rounds 2-6. Exchange: from sending the round's messages to the last reply.\n"
+        "mean of rounds 2-6 (of every run). Exchange: from sending the round's messages to the "
+        "last reply.\n"
     )
 
 
@@ -154,17 +184,21 @@ def write_report(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per mode, pooled")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     results = RESULTS / "results.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
     if not args.report_only:
         for mode in args.modes:
-            work = Path(tempfile.mkdtemp(prefix=f"fedkd-deploy-{mode}-"))
-            try:
-                row = run_mode(mode, work)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            runs = []
+            for _ in range(args.repeats):
+                work = Path(tempfile.mkdtemp(prefix=f"fedkd-deploy-{mode}-"))
+                try:
+                    runs.append(run_mode(mode, work))
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+            row = pooled(runs)
             rows = [r for r in rows if r["mode"] != mode] + [row]  # a re-run replaces it
             print(f"{mode}: {row['round_s']:.2f} s/round", flush=True)
             write_report(rows)

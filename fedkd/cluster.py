@@ -1,10 +1,10 @@
 """``fedkd-cluster``: a real Flower SuperLink and N SuperNodes on this machine, to try deployment.
 
     fedkd-cluster up   --workdir W --nodes 3 [--tls] [--data-root DIR] [--executor fedkd|flower]
-                       [--netns [--delay SECONDS]]
+                       [--netns [--delay SECONDS]] [--poll-interval SECONDS]
     fedkd-cluster down --workdir W
 
-``up`` starts ``flower-superlink`` and ``flower-supernode`` processes (distinct ports), writes a
+``up`` starts ``flower-superlink`` and SuperNode processes (distinct ports), writes a
 Flower connection named ``local-cluster`` into ``W/flwr-home/config.toml`` and the PIDs into
 ``W/cluster.json``; ``down`` stops exactly those PIDs. With ``--tls`` it creates a test CA,
 enables SuperNode authentication and registers each node's public key. Nodes get
@@ -14,11 +14,14 @@ with the same node config continues from its student instead of from scratch. Ea
 runs in process isolation with a ``fedkd-node`` beside it (:mod:`fedkd.node`; ``--executor
 flower``: Flower's default, a new process per message). With ``--netns`` (root) the SuperLink
 and every SuperNode get a network namespace and an address of their own on a virtual bridge,
-and ``--delay`` adds latency to the SuperLink's link (:mod:`fedkd.netlab`). Then:
+and ``--delay`` adds latency to the SuperLink's link (:mod:`fedkd.netlab`). The SuperNodes are
+``fedkd-supernode`` (:mod:`fedkd.supernode`: Flower's, asking for messages every 0.5 s instead
+of every 3 s when idle; ``--poll-interval 0``: Flower's ``flower-supernode`` as it is). Then:
 
     FLWR_HOME=W/flwr-home fedkd mode=deploy connection=local-cluster ...
 
-No Flower import here: only Flower's own executables, so this is what a user would type.
+No Flower import here: only executables (Flower's, fedkd-supernode, fedkd-node), so this is what a
+user would type.
 """
 
 import argparse
@@ -40,6 +43,7 @@ from typing import Any
 from fedkd import netlab
 from fedkd.certs import generate_node_key, generate_tls
 from fedkd.launch import LaunchError, flower_bin, flower_env, free_port
+from fedkd.supernode import POLL_INTERVAL
 
 CONNECTION = "local-cluster"
 STATE_FILE = "cluster.json"
@@ -68,6 +72,9 @@ class ClusterState:
     node_netns: dict[int, str] = field(default_factory=dict)  # each node's namespace,
     proxy_pid: int | None = None  # the proxy in front of the SuperLink
     delay: float = 0.0  # and the seconds it delays each direction
+    # the SuperNodes' longest wait between asks for a message (fedkd-supernode); None: Flower's
+    # flower-supernode as it is (3 s when idle)
+    poll_interval: float | None = POLL_INTERVAL
 
     @property
     def flwr_home(self) -> Path:
@@ -226,8 +233,13 @@ def start_supernode(
             state.node_netns[index] = lab.add_namespace(f"n{index}", netlab.node_address(index))
             state.save()
         netns = state.node_netns[index]
+    if state.poll_interval is None:
+        supernode = [flower_bin("flower-supernode")]
+    else:
+        supernode = [sys.executable, "-m", "fedkd.supernode",
+                     "--poll-interval", str(state.poll_interval)]  # fmt: skip
     command = [
-        flower_bin("flower-supernode"),
+        *supernode,
         "--superlink", f"{state.address}:{state.port}",
         "--port", str(port),
         "--node-config", node_config,
@@ -281,11 +293,16 @@ def up(
     executor: str = "fedkd",
     netns: bool = False,
     delay: float = 0.0,
+    poll_interval: float | None = POLL_INTERVAL,
 ) -> ClusterState:
     """Start a SuperLink and ``num_nodes`` SuperNodes; stop everything if any step fails.
 
     With ``netns`` each gets a network namespace of its own (``fedkd.netlab``: root only) and
-    the SuperLink's link delays traffic ``delay`` seconds each way."""
+    the SuperLink's link delays traffic ``delay`` seconds each way. The SuperNodes ask for
+    messages at least every ``poll_interval`` seconds (``fedkd-supernode``; None: Flower's
+    ``flower-supernode``, every 3 s)."""
+    if poll_interval is not None and poll_interval <= 0:
+        raise ValueError(f"poll_interval must be positive, got {poll_interval}")
     if not netns and delay:
         raise ValueError("delay needs netns: loopback traffic cannot be delayed")
     if netns and (why := netlab.namespaces_available()):
@@ -301,6 +318,7 @@ def up(
             lab.destroy()
         raise
     state.node_threads = max(1, (os.cpu_count() or 1) // max(1, num_nodes))
+    state.poll_interval = poll_interval
     state.save()  # the state file says what the nodes were started with, from the first one on
     try:
         for i in range(num_nodes):
@@ -373,12 +391,19 @@ def main() -> None:
         default=0.0,
         help="with --netns: seconds the SuperLink's link delays traffic each way",
     )
+    p_up.add_argument(
+        "--poll-interval",
+        type=float,
+        default=POLL_INTERVAL,
+        help="longest wait of an idle SuperNode between asks for a message, seconds "
+        "(fedkd-supernode; 0: Flower's flower-supernode, 3 s); default %(default)s",
+    )
     p_down = sub.add_parser("down", help="stop the processes started by `up`")
     p_down.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "up":
         state = up(args.workdir.resolve(), args.nodes, args.tls, args.data_root, args.executor,
-                   args.netns, args.delay)  # fmt: skip
+                   args.netns, args.delay, args.poll_interval or None)  # fmt: skip
         print(
             f"SuperLink on {state.address}:{state.port} (pid {state.superlink_pid}), SuperNodes "
             f"{state.supernode_pids}.\nRun: FLWR_HOME={state.flwr_home} fedkd mode=deploy "
