@@ -11,15 +11,31 @@ consensus could ever be:
   images with labels (``algorithm=centralized``'s model: a perfect federation's ensemble);
 
 each without and with random-shift augmentation, and reports the test accuracy after each epoch.
-Same data split, model, optimiser and batch size as the full benchmark matrix. Writes
-``benchmarks/results/ceiling/``: ``ceiling.json`` (per-epoch curves), ``table.md`` and
-``ceiling.png``.
+Same data split, model, optimiser and batch size as the full benchmark matrix.
+
+``--probe`` (issue 12's study of the honest upper bound, resumable: re-run to continue) adds
+longer and stronger teaching of the same global CNN on the same 10 k public images, Adam with a
+cosine schedule over all its epochs:
+
+* ``cnn-teacher-40`` / ``cnn-teacher-150``: the oracle CNN's predictions, fixed, 40 / 150 epochs;
+* ``cnn-teacher-views-150``: each epoch a fresh randomly shifted and mirrored view of every
+  image, labelled by the teacher on that very view (consistent teaching, Beyer et al. 2022);
+* ``cnn-teacher-views-mixup-150``: those views mixed pairwise (lambda ~ Beta(1, 1)), the mix
+  labelled by the teacher;
+* ``zoo-teacher-150``: fixed predictions of the ensemble (mean probabilities) of the clients' four
+  architectures (cnn, mlp, wide_cnn, resnet), each trained centrally like the oracle CNN;
+* ``zoo-no-mlp-teacher-150``: the same ensemble without the MLP.
+
+Writes ``benchmarks/results/ceiling/``: ``ceiling.json`` (per-epoch curves and the teachers' test
+accuracy), ``table.md`` and ``ceiling.png``. The centrally trained teachers are cached (weights,
+not results) under ``~/.cache/fedkd/ceiling`` so a resumed probe does not train them again.
 """
 
 import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +46,7 @@ from fedkd.config import compose
 from fedkd.data import FMNIST_MEAN, FMNIST_STD
 from fedkd.experiment import build_global_model, load_data
 from fedkd.logs import configure_logging
+from fedkd.models.zoo import build_model
 from fedkd.training import (
     TrainConfig,
     derive_seed,
@@ -66,10 +83,135 @@ def curve(model, x, targets, loss_fn, cfg, test_x, test_y, epochs, augment, seed
     return accs
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One row of the probe: who teaches, for how long, on which views."""
+
+    name: str
+    teachers: tuple[str, ...]  # zoo architectures whose mean probabilities are the targets
+    epochs: int
+    views: bool = False  # a fresh shifted + mirrored view each epoch, labelled on that view
+    mixup: bool = False  # those views mixed pairwise, the mix labelled by the teachers
+
+
+ZOO = ("cnn", "mlp", "wide_cnn", "resnet")
+PROBES = (
+    Probe("cnn-teacher-40", ("cnn",), 40),
+    Probe("cnn-teacher-150", ("cnn",), 150),
+    Probe("cnn-teacher-views-150", ("cnn",), 150, views=True),
+    Probe("cnn-teacher-views-mixup-150", ("cnn",), 150, views=True, mixup=True),
+    Probe("zoo-teacher-150", ZOO, 150),
+    Probe("zoo-no-mlp-teacher-150", ("cnn", "wide_cnn", "resnet"), 150),
+)
+VIEWS = Augment(shift=2, flip=True)
+CACHE = Path.home() / ".cache" / "fedkd" / "ceiling"
+
+
+def central_teacher(cfg, splits, arch: str, seed: int) -> torch.nn.Module:
+    """``arch`` trained centrally on the 50 k private images (the oracle's recipe), cached."""
+    torch.manual_seed(derive_seed(seed, 11))
+    model = build_model(arch, splits.input_shape, splits.num_classes)
+    path = CACHE / f"{arch}_s{seed}_e{TEACHER_EPOCHS}.pt"
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    train(
+        model,
+        torch.from_numpy(splits.private.x),
+        torch.from_numpy(splits.private.y),
+        supervised_loss,
+        TrainConfig(TEACHER_EPOCHS, cfg.clients.batch_size, cfg.clients.lr, derive_seed(seed, 1)),
+    )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return model.eval()
+
+
+@torch.no_grad()
+def ensemble_probs(models: list[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.softmax(predict_logits(m, x), dim=1) for m in models]).mean(0)
+
+
+def probe_curve(probe: Probe, teachers, cfg, splits, seed: int) -> list[float]:
+    """Test accuracy after each epoch of distilling a fresh global CNN as ``probe`` says."""
+    public_x = torch.from_numpy(splits.public.x)
+    test_x, test_y = torch.from_numpy(splits.test.x), torch.from_numpy(splits.test.y)
+    student = build_global_model(cfg, splits)
+    batch = cfg.model.batch_size
+    steps = probe.epochs * -(-len(public_x) // batch)
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.model.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    loss_fn = make_kd_loss(1.0)
+    fixed = None if probe.views else ensemble_probs(teachers, public_x)
+    generator = torch.Generator().manual_seed(derive_seed(seed, 3))
+    mix = np.random.default_rng(derive_seed(seed, 5))  # mixup's lambda ~ Beta(1, 1)
+    accs = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, 4))  # dropout
+        for _ in range(probe.epochs):
+            student.train()
+            order = torch.randperm(len(public_x), generator=generator)
+            for start in range(0, len(order), batch):
+                idx = order[start : start + batch]
+                if probe.views:
+                    inputs = VIEWS(public_x[idx], generator)
+                    if probe.mixup:
+                        lam = float(mix.beta(1.0, 1.0))
+                        partner = torch.randperm(len(idx), generator=generator)
+                        inputs = lam * inputs + (1 - lam) * inputs[partner]
+                    targets = ensemble_probs(teachers, inputs)
+                else:
+                    assert fixed is not None
+                    inputs, targets = public_x[idx], fixed[idx]
+                terms = loss_fn(student(inputs), targets)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                schedule.step()
+            accs.append(evaluate(student, test_x, test_y)[0])
+    return accs
+
+
+def run_probe(seeds: list[int]) -> None:
+    """The probe's rows for ``seeds``, resumed from ``ceiling.json`` (a row and seed at a time)."""
+    saved = json.loads((OUT / "ceiling.json").read_text())
+    results = saved["results"]
+    for seed in seeds:
+        pending = [p for p in PROBES if str(seed) not in results.get(p.name, {})]
+        if not pending:
+            continue
+        cfg = compose(["dataset=fmnist", "model=cnn", f"seed={seed}", *FMNIST_STATS])
+        splits = load_data(cfg)
+        test_x, test_y = torch.from_numpy(splits.test.x), torch.from_numpy(splits.test.y)
+        needed = sorted({a for p in pending for a in p.teachers}, key=ZOO.index)
+        teachers = {}
+        for arch in needed:
+            start = time.monotonic()
+            teachers[arch] = central_teacher(cfg, splits, arch, seed)
+            acc = evaluate(teachers[arch], test_x, test_y)[0]
+            results.setdefault(f"teacher:{arch}", {})[str(seed)] = [acc]
+            log.info("seed %d: %s teacher %.4f (%.0fs)", seed, arch, acc, time.monotonic() - start)
+        for probe in pending:
+            models = [teachers[a] for a in probe.teachers]
+            ensemble = float((ensemble_probs(models, test_x).argmax(1) == test_y).float().mean())
+            results.setdefault(f"teacher:{'+'.join(probe.teachers)}", {})[str(seed)] = [ensemble]
+            start = time.monotonic()
+            accs = probe_curve(probe, models, cfg, splits, seed)
+            results.setdefault(probe.name, {})[str(seed)] = accs
+            log.info("seed %d %s: best %.4f final %.4f (%.0fs)", seed, probe.name, max(accs),
+                     accs[-1], time.monotonic() - start)  # fmt: skip
+            (OUT / "ceiling.json").write_text(json.dumps(saved, indent=2))
+    write_table(results)
+    plot(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--probe", action="store_true", help="the probe's rows (resumable)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--report-only", action="store_true", help="redo table and plot only")
     args = parser.parse_args()
     if args.report_only:
@@ -78,7 +220,10 @@ def main() -> None:
         plot(results)
         return
     configure_logging()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    if args.probe:
+        run_probe(args.seeds)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, list[float]]] = {}
     for seed in args.seeds:
@@ -156,6 +301,9 @@ def write_table(results: dict[str, dict[str, list[float]]]) -> None:
         name = label
         if label == "teacher":
             name = f"(the teacher itself: centralized CNN, {TEACHER_EPOCHS} epochs on 50 k)"
+        elif label.startswith("teacher:"):
+            archs = label.removeprefix("teacher:").replace("+", " + ")
+            name = f"(teacher: {archs}, each trained centrally {TEACHER_EPOCHS} epochs on 50 k)"
         lines.append(f"| {name} | {len(by_seed)} | {best:.4f} | {final:.4f} |")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -169,7 +317,7 @@ def plot(results: dict[str, dict[str, list[float]]]) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, by_seed in results.items():
-        if label == "teacher":
+        if label.startswith("teacher"):
             continue
         mean = np.mean(list(by_seed.values()), axis=0)
         ax.plot(range(1, len(mean) + 1), mean, label=label)
