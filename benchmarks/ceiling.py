@@ -194,8 +194,12 @@ def run_probe(seeds: list[int]) -> None:
             log.info("seed %d: %s teacher %.4f (%.0fs)", seed, arch, acc, time.monotonic() - start)
         for probe in pending:
             models = [teachers[a] for a in probe.teachers]
-            ensemble = float((ensemble_probs(models, test_x).argmax(1) == test_y).float().mean())
-            results.setdefault(f"teacher:{'+'.join(probe.teachers)}", {})[str(seed)] = [ensemble]
+            if len(models) > 1:  # (a single teacher's accuracy is recorded above)
+                hits = ensemble_probs(models, test_x).argmax(1) == test_y
+                ensemble = float(hits.float().mean())
+                results.setdefault(f"teacher:{'+'.join(probe.teachers)}", {})[str(seed)] = [
+                    ensemble
+                ]
             start = time.monotonic()
             accs = probe_curve(probe, models, cfg, splits, seed)
             results.setdefault(probe.name, {})[str(seed)] = accs

@@ -5,7 +5,7 @@
     python benchmarks/deployment.py --report-only
 
 The digits preset (``experiment=digits_quick``) with 5 clients, one per SuperNode, 6 rounds,
-seed 0, in five settings:
+seed 0, in six settings:
 
 * ``simulation``: fedkd's default engine, no network (the rounds' compute);
 * ``loopback_flower``: a SuperLink and 5 SuperNodes on 127.0.0.1 with Flower's default executor

@@ -4,7 +4,7 @@
     python benchmarks/overhead.py --repeats 3
     python benchmarks/overhead.py --repeats 2 --modes in_process   # re-measure one, keep the rest
 
-The same work four ways, each in a fresh process (Fashion-MNIST, 20 CNN clients, 4 per round,
+The same work five ways, each in a fresh process (Fashion-MNIST, 20 CNN clients, 4 per round,
 2 000 public samples per round, 10 rounds, the recommended method, seed 0):
 
 * ``in_process``: ``fedkd`` with the defaults (Flower's simulation engine driven by the
