@@ -300,6 +300,31 @@ def simulation_superlink(workdir: Path, extra_env: dict[str, str]) -> Iterator[d
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
 
 
+@dataclasses.dataclass(frozen=True)
+class FlowerRun:
+    """What ``flwr run`` left: its exit code and the id of the run it started (None: none).
+    Its code is 0 whenever the log stream ended, however the run did: see
+    :func:`run_status`."""
+
+    code: int
+    run_id: int | None
+
+
+def run_status(connection: str, run_id: int, env: dict[str, str]) -> tuple[str, str]:
+    """The SuperLink's status of run ``run_id`` (``finished:completed``, ``finished:failed``,
+    ...) and its details, from ``flwr ls --format json``; ``("unknown", why)`` when it cannot
+    be read."""
+    command = [flower_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json"]
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        runs = json.loads(proc.stdout).get("runs") or []
+    except (OSError, subprocess.TimeoutExpired, ValueError, AttributeError) as err:
+        return "unknown", f"{' '.join(command)}: {err}"
+    if not runs or not isinstance(runs[0], dict):
+        return "unknown", f"{' '.join(command)} printed no run: {proc.stdout[-500:]!r}"
+    return str(runs[0].get("status", "unknown")), str(runs[0].get("status-details", ""))
+
+
 def flwr_run(
     app: Path,
     connection: str,
@@ -307,11 +332,11 @@ def flwr_run(
     env: dict[str, str],
     federation_config: str | None = None,
     stop_remote: bool = False,
-) -> int:
+) -> "FlowerRun":
     """``flwr run <app> <connection> --stream``, its output passed through; returns its exit
-    code. Stopped by SIGINT/SIGTERM (:class:`RunInterrupted`), it is killed and, with
-    ``stop_remote`` (a SuperLink that outlives this process: deployment), the run it started is
-    stopped there too (``flwr stop <run id> <connection>``)."""
+    code and the id of the run it started. Stopped by SIGINT/SIGTERM (:class:`RunInterrupted`),
+    it is killed and, with ``stop_remote`` (a SuperLink that outlives this process:
+    deployment), the run it started is stopped there too (``flwr stop <run id> <connection>``)."""
     command = [
         flower_bin("flwr"),
         "run",
@@ -335,7 +360,7 @@ def flwr_run(
             sys.stdout.flush()
             if run_id is None and (started := RUN_STARTED.search(line)):
                 run_id = int(started.group(1))
-        return proc.wait()
+        return FlowerRun(proc.wait(), run_id)
     except RunInterrupted:
         if stop_remote and run_id is not None:
             log.warning("stopping run %d on %s", run_id, connection)
@@ -504,14 +529,30 @@ def _run_flower(
                 log.warning("Flower's engine ended with %s: %s", type(err).__name__, err)
             return read_summary(cfg)
         with simulation_superlink(workdir, shared) as env:
-            code = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
+            flower = flwr_run(app, SIMULATION_CONNECTION, run_config, env, federation_config(cfg))
     else:
         env = flower_env()
-        code = flwr_run(app, cfg.connection, run_config, env, stop_remote=True)
-    if code != 0:
-        log.warning("flwr run exited with code %d", code)
+        flower = flwr_run(app, cfg.connection, run_config, env, stop_remote=True)
+    if flower.code != 0:
+        log.warning("flwr run exited with code %d", flower.code)
     elif cfg.mode == "deploy" and not (out / SUMMARY_FILE).is_file():
-        # The ServerApp ran on a remote SuperLink: its run folder is on that machine.
-        log.info("the run folder is on the SuperLink's machine, at %s", out)
-        return {"status": "remote", "output_dir": str(out)}
+        return _remote_summary(cfg.connection, flower.run_id, env, out)
     return read_summary(cfg)
+
+
+def _remote_summary(
+    connection: str, run_id: int | None, env: dict[str, str], out: Path
+) -> dict[str, Any]:
+    """A deployed run that wrote no summary here: its ServerApp ran on another machine (its
+    run folder is there), or it failed before it could write one -- which ``flwr run``, whose
+    code is 0 either way, does not tell. The SuperLink does."""
+    if run_id is None:
+        raise LaunchError(f"flwr run started no run on '{connection}'; see the log above")
+    status, details = run_status(connection, run_id, env)
+    if status != "finished:completed":
+        raise LaunchError(
+            f"run {run_id} on '{connection}' ended {status} ({details or 'no details'}) and "
+            f"wrote no {out / SUMMARY_FILE}; its ServerApp log is in the output above"
+        )
+    log.info("run %d completed; its run folder is on the SuperLink's machine, at %s", run_id, out)
+    return {"status": "remote", "run_id": run_id, "output_dir": str(out)}

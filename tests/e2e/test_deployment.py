@@ -36,7 +36,9 @@ def run_deploy(state: cluster.ClusterState, out: Path, *overrides: str) -> dict:
         deploy_command(out, *overrides), env=env, capture_output=True, text=True, timeout=600,
         cwd=out.parent,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    assert (out / "summary.json").is_file(), log
     return json.loads((out / "summary.json").read_text())
 
 

@@ -58,7 +58,9 @@ def test_a_hundred_small_clients_learn_and_an_idle_client_is_only_its_state_on_d
     splits = load_data(cfg)
     for client_id, folder in folders.items():
         states = list(folder.glob("round-*.pt"))
-        assert 1 <= len(states) <= KEEP_STATES, states
+        # a client of the cut-short round may have been stopped before its first state landed
+        least = 1 if client_id in sampled else 0
+        assert least <= len(states) <= KEEP_STATES, (client_id, states)
         weights = _state_bytes(build_client_model(cfg, client_id, splits))
         for state in states:
             assert weights <= state.stat().st_size <= weights + 64 * 1024, (state, weights)

@@ -1,6 +1,7 @@
 """Checkpoints: atomic, complete, and a client finds the state it had before a re-run round."""
 
 import numpy as np
+import pytest
 import torch
 
 from fedkd.checkpoint import (
@@ -114,6 +115,51 @@ def test_a_stopped_deployment_run_is_stopped_on_the_superlink_too(tmp_path, monk
                         stop_remote=True)  # fmt: skip
     timer.cancel()
     assert calls.read_text().split() == ["stop", "42", "mycluster"]
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "fails"),
+    [("finished:failed", "Task failed because the run expired", True),
+     ("finished:completed", "", False)],
+)  # fmt: skip
+def test_a_deployed_run_that_wrote_no_summary_fails_unless_the_superlink_says_it_completed(
+    tmp_path, monkeypatch, status, details, fails
+):
+    """`flwr run --stream` exits 0 however the run ended: a deployment run with no summary
+    here asks the SuperLink (`flwr ls --run-id`) whether it completed on another machine."""
+    import json
+    import os
+
+    from fedkd import launch
+
+    listing = {
+        "success": True,
+        "runs": [{"run-id": 42, "status": status, "status-details": details}],
+    }
+    fake = tmp_path / "flwr"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"if [ \"$1\" = ls ]; then echo '{json.dumps(listing)}'; exit 0; fi\n"
+        "echo 'Successfully started run 42'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(launch, "flower_bin", lambda name: str(fake))
+    flower = launch.flwr_run(tmp_path, "mycluster", tmp_path / "cfg.toml", dict(os.environ))
+    assert flower == launch.FlowerRun(0, 42)
+    out = tmp_path / "out"
+    if fails:
+        with pytest.raises(launch.LaunchError, match=r"run 42 .* ended finished:failed .*expired"):
+            launch._remote_summary("mycluster", flower.run_id, dict(os.environ), out)
+    else:
+        summary = launch._remote_summary("mycluster", flower.run_id, dict(os.environ), out)
+        assert summary == {"status": "remote", "run_id": 42, "output_dir": str(out)}
+
+
+def test_a_deployed_run_that_never_started_fails(tmp_path):
+    from fedkd import launch
+
+    with pytest.raises(launch.LaunchError, match="started no run"):
+        launch._remote_summary("mycluster", None, {}, tmp_path)
 
 
 def test_a_resumed_run_stopped_again_counts_its_earlier_time_and_resumes(tmp_path):
