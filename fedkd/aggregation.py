@@ -66,8 +66,38 @@ def era(
     return softmax(weighted_mean(probs, weights), temperature=temperature).astype(np.float32)
 
 
+def as_probs(stack: FloatArray) -> NDArray[np.float64]:
+    """Client scores (C, n, K) as probabilities: as they are where every row already is one
+    (non-negative, summing to 1), else their softmax (logits)."""
+    arr = _check_stack(stack)
+    if (arr >= 0).all() and np.allclose(arr.sum(axis=2), 1.0, atol=1e-2):
+        return arr
+    return softmax(arr)
+
+
+def sample_confidence(stack: FloatArray, power: float) -> NDArray[np.float64]:
+    """Each client's relative confidence on each sample (C, n), for per-sample weighting.
+
+    A client's confidence on a sample is one minus the normalised entropy of its prediction,
+    ``1 - H(p) / log K`` (1: one class; 0: uniform), raised to ``power``; each client's row is
+    then divided by its own mean. So a client speaks louder where it is surer than it usually
+    is, and never louder overall: one that is confident everywhere -- a sharpened lie -- gets
+    the same total say as before. ``power`` 0 gives all ones.
+    """
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    probs = as_probs(stack)
+    if power == 0:
+        return np.ones(probs.shape[:2])
+    num_classes = probs.shape[2]
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=2)
+    confidence = np.clip(1.0 - entropy / np.log(num_classes), 0.0, 1.0) ** power
+    confidence += 1e-6  # a client uniform everywhere still counts, evenly
+    return confidence / confidence.mean(axis=1, keepdims=True)
+
+
 def class_weighted_mean(
-    probs: FloatArray, class_weights: FloatArray
+    probs: FloatArray, class_weights: FloatArray, sample_weights: FloatArray | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Per-class weighted average of client scores (probabilities or logits).
 
@@ -80,6 +110,8 @@ def class_weighted_mean(
     ----------
     probs : (num_clients, num_samples, num_classes)
     class_weights : (num_clients, num_classes), non-negative (e.g. per-class example counts)
+    sample_weights : (num_clients, num_samples), positive, or None (all ones): each client's
+        weight is also scaled per sample (e.g. :func:`sample_confidence`)
 
     Rows of probabilities no longer sum to 1: the algorithm's ``to_probs`` renormalises them.
 
@@ -95,9 +127,20 @@ def class_weighted_mean(
             f"got {w.shape}"
         )
     totals = w.sum(axis=0)  # (K,)
-    safe = np.where(totals > 0, totals, 1.0)
-    weighted = np.einsum("kc,knc->nc", w, arr) / safe  # (n, K)
-    weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
+    if sample_weights is None:
+        safe = np.where(totals > 0, totals, 1.0)
+        weighted = np.einsum("kc,knc->nc", w, arr) / safe  # (n, K)
+        weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
+        return weighted.astype(np.float32), totals
+    s = np.asarray(sample_weights, dtype=np.float64)
+    if s.shape != arr.shape[:2] or not (s > 0).all():
+        raise ValueError(
+            f"sample_weights must be positive with shape {arr.shape[:2]}, got {s.shape}"
+        )
+    per_sample = np.einsum("kc,kn->nc", w, s)  # (n, K): each sample's total weight per class
+    safe = np.where(per_sample > 0, per_sample, 1.0)
+    weighted = np.einsum("kc,kn,knc->nc", w, s, arr) / safe
+    weighted = np.where(per_sample > 0, weighted, arr.mean(axis=0))
     return weighted.astype(np.float32), totals
 
 
@@ -249,6 +292,15 @@ class ClassWeighted(_CappedShares):
     needs_class_counts: ClassVar[bool] = True
     uses_history: ClassVar[bool] = False
 
+    #: > 0: each client's say is also scaled per sample by its relative confidence there
+    #: (:func:`sample_confidence`, this power); 0: every sample alike
+    confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.confidence < 0:
+            raise ValueError(f"confidence must be >= 0, got {self.confidence}")
+
     def __call__(
         self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
     ) -> Combined:
@@ -257,8 +309,12 @@ class ClassWeighted(_CappedShares):
         counts = np.asarray(class_counts, dtype=np.float64)
         if self.max_share < 1:  # reported counts are untrusted: inflating them buys at most this
             counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
-        scores, totals = class_weighted_mean(stack, counts)
+        scores, totals = class_weighted_mean(stack, counts, _per_sample(stack, self.confidence))
         return Combined(scores, totals)
+
+
+def _per_sample(stack: FloatArray, confidence: float) -> NDArray[np.float64] | None:
+    return sample_confidence(stack, confidence) if confidence > 0 else None
 
 
 @dataclass(frozen=True)
@@ -385,12 +441,17 @@ class ClassWeightedReputation(Reputation, _CappedShares):
     needs_class_counts: ClassVar[bool] = True
 
     max_count_ratio: float = 3.0
+    #: > 0: each client's say is also scaled per sample by its relative confidence there
+    #: (:func:`sample_confidence`, this power); 0: every sample alike
+    confidence: float = 0.0
 
     def __post_init__(self) -> None:
         Reputation.__post_init__(self)
         _CappedShares.__post_init__(self)
         if self.max_count_ratio < 1:
             raise ValueError(f"max_count_ratio must be >= 1, got {self.max_count_ratio}")
+        if self.confidence < 0:
+            raise ValueError(f"confidence must be >= 0, got {self.confidence}")
 
     def __call__(
         self,
@@ -411,7 +472,8 @@ class ClassWeightedReputation(Reputation, _CappedShares):
         reputation = self.weights(ids)  # (C,)
         if self.max_share < 1:
             counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
-        scores, totals = class_weighted_mean(arr, counts * reputation[:, None])
+        per_sample = _per_sample(arr, self.confidence)
+        scores, totals = class_weighted_mean(arr, counts * reputation[:, None], per_sample)
         return Combined(scores, totals, client_weight=reputation)
 
 

@@ -143,8 +143,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], target: float = TARGET_ACCURA
 
 
 def write_rounds_csv(runs: Sequence[Run], path: Path) -> None:
-    keys = ["global_accuracy", "global_loss", "consensus_accuracy", "client_accuracy_mean",
-            "uplink_bytes", "downlink_bytes", "num_accepted", "round_seconds"]  # fmt: skip
+    keys = ["global_accuracy", "global_loss", "consensus_accuracy", "ensemble_accuracy",
+            "client_accuracy_mean", "uplink_bytes", "downlink_bytes", "num_accepted",
+            "round_seconds"]  # fmt: skip
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "name", "algorithm", "alpha", "seed", "round", "accuracy",

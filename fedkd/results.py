@@ -49,6 +49,9 @@ class RoundRecord:
     client_accuracy_mean: float = _NAN
     client_accuracy_min: float = _NAN
     client_accuracy_max: float = _NAN
+    # on the same samples, the plain mean of the accepted replies' probabilities: the ensemble
+    # of this round's students, before the combine rule, post-processing and memory
+    ensemble_accuracy: float = _NAN
     num_sampled: int = 0
     num_accepted: int = 0
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason

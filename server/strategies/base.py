@@ -34,7 +34,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fedkd import protocol
-from fedkd.aggregation import Combined
+from fedkd.aggregation import Combined, as_probs
 from fedkd.algorithms import Distillation
 from fedkd.checkpoint import (
     RunStopped,
@@ -261,13 +261,14 @@ class DistillationStrategy(ABC):
             if not streak.everyone_failed(record):  # a resume repeats the rounds nobody answered
                 self.checkpoint(server_round)
             log.info(
-                "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f | "
+                "[round %d/%d] global acc %.4f loss %.4f | consensus acc %.4f (ensemble %.4f) | "
                 "clients %d ok, %d rejected, %d failed, %d missing | %.1fs",
                 server_round,
                 cfg.num_rounds,
                 record.global_accuracy,
                 record.global_loss,
                 record.consensus_accuracy,
+                record.ensemble_accuracy,
                 record.num_accepted,
                 record.num_rejected,
                 record.num_failed,
@@ -341,6 +342,7 @@ class DistillationStrategy(ABC):
         record = RoundRecord(server_round, exchange_seconds=exchange_seconds)
         struck = set(result.rejected)
         weights: dict[int, float] = {}  # client id -> its share of the merge, where judged
+        public_acc: dict[int, float] = {}  # client id -> its reply's accuracy, where labelled
         if result.soft_labels:
             stack = self.prepare(np.stack(result.soft_labels))  # (C, n, K)
             consensus, combined = self.consensus(stack, result.clients)  # (n, K) probs
@@ -354,7 +356,14 @@ class DistillationStrategy(ABC):
                 consensus = self.remember(public_idx, consensus, combined.class_weight)
             public_y = self.splits.public.y
             if public_y is not None:  # else: the public source's labels are not the task's
-                record.consensus_accuracy = accuracy_of_probs(consensus, public_y[public_idx])
+                labels = public_y[public_idx]
+                record.consensus_accuracy = accuracy_of_probs(consensus, labels)
+                reply_probs = as_probs(stack)  # (C, n, K)
+                record.ensemble_accuracy = accuracy_of_probs(reply_probs.mean(axis=0), labels)
+                public_acc = {
+                    c.client_id: accuracy_of_probs(p, labels)
+                    for c, p in zip(result.clients, reply_probs, strict=True)
+                }
             distill_idx, targets = self.distillation_set(public_idx, consensus)
             record.server = self.distill_global(server_round, distill_idx, targets)
             if self.averaged is not None:
@@ -394,6 +403,7 @@ class DistillationStrategy(ABC):
                 "architecture": c.architecture,
                 **m,
                 **({"combine_weight": weights[c.client_id]} if weights else {}),
+                **({"public_accuracy": public_acc[c.client_id]} if public_acc else {}),
                 "uplink_bytes": result.bytes_by_client[c.client_id],
                 "downlink_bytes": downlink.get(c.node_id, 0),
             }

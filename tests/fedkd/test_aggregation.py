@@ -247,3 +247,53 @@ def test_clip_counts_bounds_inflated_totals_by_the_median():
     out = clip_counts(counts, ratio=3.0)
     np.testing.assert_allclose(out[:3], counts[:3])  # totals 10, 10, 20: within 3 x median 15
     np.testing.assert_allclose(out[3], [18, 27])  # 45 = 3 x 15, proportions kept
+
+
+def test_sample_confidence_redistributes_a_clients_say_to_where_it_is_surer():
+    # client 0: sure on sample 0, uniform on sample 1; client 1: sure on both (a sharpened liar)
+    stack = np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [1.0, 0.0]]])
+    conf = aggregation.sample_confidence(stack, power=1.0)
+    assert conf.shape == (2, 2)
+    assert_allclose(conf.mean(axis=1), [1.0, 1.0])  # nobody's total say grows
+    assert conf[0, 0] > 1.9 and conf[0, 1] < 1e-3  # client 0 speaks where it is sure
+    assert_allclose(conf[1], [1.0, 1.0])  # confident everywhere: no louder than without
+    assert_allclose(aggregation.sample_confidence(stack, power=0.0), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="power"):
+        aggregation.sample_confidence(stack, power=-1.0)
+
+
+def test_sample_confidence_reads_logits_through_their_softmax():
+    logits = np.array([[[5.0, -5.0], [0.0, 0.0]]])
+    probs = aggregation.softmax(logits)
+    assert_allclose(
+        aggregation.sample_confidence(logits, 2.0), aggregation.sample_confidence(probs, 2.0)
+    )
+
+
+def test_class_weighted_mean_with_sample_weights_follows_the_surer_client():
+    stack = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.5, 0.5], [0.1, 0.9]]])
+    counts = np.ones((2, 2))
+    plain, totals = aggregation.class_weighted_mean(stack, counts)
+    ones, same_totals = aggregation.class_weighted_mean(stack, counts, np.ones((2, 2)))
+    assert_allclose(ones, plain)
+    assert_allclose(same_totals, totals)
+    conf = aggregation.sample_confidence(stack, power=1.0)
+    weighted, _ = aggregation.class_weighted_mean(stack, counts, conf)
+    assert weighted[0, 0] > plain[0, 0] and weighted[1, 1] > plain[1, 1]
+    with pytest.raises(ValueError, match="sample_weights"):
+        aggregation.class_weighted_mean(stack, counts, np.zeros((2, 2)))
+
+
+def test_confidence_is_an_option_of_the_class_weighted_rules():
+    from fedkd.config import ConfigError
+    from tests.conftest import digits_config
+
+    stack = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.5, 0.5], [0.1, 0.9]]])
+    counts = np.ones((2, 2))
+    for rule in ("class_weighted", "class_weighted_reputation"):
+        cfg = digits_config("algorithm=dsfl", f"algorithm.combine={{name: {rule}, confidence: 1}}")
+        combined = cfg.algorithm.combine_rule(stack, np.ones(2), counts)
+        plain = aggregation.COMBINE_RULES[rule]()(stack, np.ones(2), counts)
+        assert combined.scores[0, 0] > plain.scores[0, 0]
+        with pytest.raises(ConfigError, match="confidence"):
+            digits_config("algorithm=dsfl", f"algorithm.combine={{name: {rule}, confidence: -1}}")

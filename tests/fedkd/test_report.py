@@ -63,7 +63,7 @@ def test_report_writes_table_csv_and_plots(tmp_path):
 
 
 def test_round_record_round_trips_with_int_client_ids():
-    record = RoundRecord(3, 0.5, 1.0, 0.6, 0.4, 0.3, 0.5, failed={2: "Node Unavailable"},
+    record = RoundRecord(3, 0.5, 1.0, 0.6, 0.4, 0.3, 0.5, 0.55, failed={2: "Node Unavailable"},
                          rejected={7: "NaN"}, missing=[4], server={"kd": 0.25})  # fmt: skip
     line = record.to_json()
     assert '"server_kd": 0.25' in line and '"num_failed": 1' in line

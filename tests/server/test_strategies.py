@@ -106,6 +106,11 @@ def test_a_round_learns_and_counts_bytes(tmp_path):
     assert record.num_accepted == 4 and record.num_rejected == 0
     assert record.global_accuracy > 0.5
     assert record.consensus_accuracy > 0.5
+    # the round's students' plain ensemble, and each reply on its own, on the same samples
+    assert 0.5 < record.ensemble_accuracy <= 1.0
+    per_client = [c["public_accuracy"] for c in record.clients]
+    assert len(per_client) == 4 and all(0 <= a <= 1 for a in per_client)
+    assert record.ensemble_accuracy >= min(per_client)
     n, k = record.public_samples, 10
     # each reply: one float16 (n, K) block, plus headers, keys and a few metrics
     per_client = [c["uplink_bytes"] for c in record.clients]
