@@ -1,0 +1,146 @@
+"""Issue 12's probes: one lever at a time on the recommended method, 20 rounds, resumable.
+
+    python benchmarks/probes.py --grid consensus     # lever 1, about 8 minutes a run on 2 cores
+    python benchmarks/probes.py --grid consensus --report-only
+
+Every job is ``experiment=fmnist_dsfl_plus num_rounds=20`` (the accuracy benchmark's federation)
+plus the overrides of one variant, at each alpha and seed of its grid; ``base`` is the method as
+the full matrix runs it. The consensus is the global model's teacher, so each row reports it
+beside the global model: its accuracy on the round's public samples, and that of the plain mean
+of the same replies (the ensemble of the round's students: what a combine rule starts from).
+
+Writes ``benchmarks/results/probes/<grid>/``: ``runs/<job>/`` (run folders), ``results.json`` and
+``results.csv`` (one row per finished job), ``table.md`` and ``consensus_vs_round.png``.
+"""
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from grid import Benchmark, Job, save_figure
+
+from fedkd.results import read_metrics, read_summary
+
+RESULTS = Path(__file__).resolve().parent / "results" / "probes"
+BASE = "experiment=fmnist_dsfl_plus"
+ROUNDS = 20
+LAST = 5  # rounds averaged at the end: one round of 4 sampled clients is noisy
+
+
+@dataclass(frozen=True)
+class Grid:
+    variants: tuple[tuple[str, tuple[str, ...]], ...]  # (name, overrides)
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    rounds: int = ROUNDS
+
+
+def _confidence(power: float) -> tuple[str, ...]:
+    return (f"algorithm.combine={{name: class_weighted, confidence: {power:g}}}",)
+
+
+GRIDS = {
+    "consensus": Grid(
+        variants=(
+            ("base", ()),
+            ("confidence1", _confidence(1)),
+            ("confidence2", _confidence(2)),
+        ),
+        alphas=(0.5, 0.1),
+        seeds=(0,),
+    ),
+}
+
+
+def jobs_of(grid: Grid) -> list[Job]:
+    return [
+        Job(
+            f"{name}_a{alpha}_s{seed}",
+            (
+                BASE,
+                f"num_rounds={grid.rounds}",
+                f"partition.alpha={alpha}",
+                f"seed={seed}",
+                *overrides,
+            ),
+        )
+        for alpha in grid.alphas
+        for seed in grid.seeds
+        for name, overrides in grid.variants
+    ]
+
+
+def _tail_mean(values: list[float]) -> float | None:
+    tail = [v for v in values[-LAST:] if not math.isnan(v)]
+    return statistics.fmean(tail) if tail else None
+
+
+def row_of(run: Path) -> dict[str, Any]:
+    rounds = read_metrics(run)
+    summary = read_summary(run)
+    name, alpha, seed = run.name.rsplit("_", 2)
+    series = {
+        key: [getattr(r, key) for r in rounds]
+        for key in ("global_accuracy", "consensus_accuracy", "ensemble_accuracy",
+                    "client_accuracy_mean")
+    }  # fmt: skip
+    return {
+        "variant": name,
+        "alpha": float(alpha.removeprefix("a")),
+        "seed": int(seed.removeprefix("s")),
+        "rounds": len(rounds),
+        "final_accuracy": summary.final_global_accuracy,
+        **{f"{key}_last{LAST}": _tail_mean(values) for key, values in series.items()},
+        "wall_seconds": summary.wall_seconds,
+        **{f"{key}_by_round": values for key, values in series.items()},
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"| variant | α | seed | final global acc | global, last {LAST} | consensus, last {LAST} "
+        f"| ensemble of the replies, last {LAST} | mean client acc, last {LAST} |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['variant']} | {r['alpha']:g} | {r['seed']} | {_fmt(r['final_accuracy'])} | "
+        f"{_fmt(r[f'global_accuracy_last{LAST}'])} | {_fmt(r[f'consensus_accuracy_last{LAST}'])} "
+        f"| {_fmt(r[f'ensemble_accuracy_last{LAST}'])} "
+        f"| {_fmt(r[f'client_accuracy_mean_last{LAST}'])} |"
+        for r in sorted(rows, key=lambda r: (-r["alpha"], r["seed"], r["variant"]))
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> Path:
+    alphas = sorted({r["alpha"] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(alphas), figsize=(6 * len(alphas), 4.5), squeeze=False)
+    variants = sorted({r["variant"] for r in rows})
+    colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    for ax, alpha in zip(axes[0], alphas, strict=True):
+        for r in (r for r in rows if r["alpha"] == alpha):
+            x = range(1, len(r["consensus_accuracy_by_round"]) + 1)
+            label = f"{r['variant']} s{r['seed']}"
+            ax.plot(x, r["consensus_accuracy_by_round"], color=colors[r["variant"]], label=label)
+            ax.plot(x, r["global_accuracy_by_round"], color=colors[r["variant"]], ls=":")
+        ax.set(title=f"α = {alpha:g}", xlabel="round", ylabel="accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    title = "consensus on the round's public samples (solid) and global model (dotted)"
+    return save_figure(fig, out / "consensus_vs_round.png", title)
+
+
+BENCHMARK = Benchmark(__doc__ or "", RESULTS, BASE, GRIDS, jobs_of, row_of, table, plot)
+
+if __name__ == "__main__":
+    BENCHMARK.main()
