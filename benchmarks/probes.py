@@ -1,6 +1,7 @@
 """Issue 12's probes: one lever at a time on the recommended method, 20 rounds, resumable.
 
-    python benchmarks/probes.py --grid consensus     # lever 1, about 8 minutes a run on 2 cores
+    python benchmarks/probes.py --grid consensus     # lever 1, about 4 minutes a run on 2 cores
+    python benchmarks/probes.py --grid patient       # lever 3
     python benchmarks/probes.py --grid consensus --report-only
 
 Every job is ``experiment=fmnist_dsfl_plus num_rounds=20`` (the accuracy benchmark's federation)
@@ -51,6 +52,17 @@ GRIDS = {
             ("base", ()),
             ("confidence1", _confidence(1)),
             ("confidence2", _confidence(2)),
+        ),
+        alphas=(0.5, 0.1),
+        seeds=(0,),
+    ),
+    # lever 3: one cosine schedule over the run, on this round's samples or on every
+    # remembered one (the running consensus over the whole public set)
+    "patient": Grid(
+        variants=(
+            ("base", ()),
+            ("cosine", ("model.lr_schedule=cosine",)),
+            ("cosine_memory", ("model.lr_schedule=cosine", "algorithm.distill_on_memory=true")),
         ),
         alphas=(0.5, 0.1),
         seeds=(0,),

@@ -12,6 +12,7 @@ a key its part does not take is refused, never ignored.
 
 import dataclasses
 import json
+import math
 import shlex
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +60,7 @@ CONF_DIR: Final = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAG
 _NO_OVERLAY_WARNING: Final = r"provider=hydra\.searchpath in main, path=conf is not available"
 
 KD_SCHEDULES: Final = ("sequential", "joint")  # how a client combines digest and revisit
+LR_SCHEDULES: Final = ("constant", "cosine")  # the global model's distillation rate over rounds
 MODES: Final = ("simulation", "deploy")
 
 
@@ -410,6 +412,11 @@ class ModelConfig(_Augmented):
     augment_shift: int = 0  # random translation (pixels) of public images in distillation
     augment_flip: bool = False  # random horizontal mirror of public images in distillation
     ema_decay: float = 0.0  # > 0: serve an exponential moving average of the model over rounds
+    # constant: every round distils at ``lr``; cosine: round r of R at
+    # ``lr_min + (lr - lr_min) * (1 + cos(pi * (r - 1) / R)) / 2`` -- one long schedule spread
+    # over the run, the patient teacher-student recipe (Beyer et al. 2022, arXiv:2106.05237)
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0  # the cosine schedule's floor
 
     def __post_init__(self) -> None:
         require(self.distill_epochs >= 0, "model.distill_epochs", "must be >= 0")
@@ -417,6 +424,25 @@ class ModelConfig(_Augmented):
         require(self.augment_shift >= 0, "model.augment_shift", "must be >= 0")
         require(self.batch_size >= 1, "model.batch_size", "must be >= 1")
         require(self.lr > 0, "model.lr", "must be > 0")
+        one_of(self.lr_schedule, LR_SCHEDULES, "model.lr_schedule")
+        require(0 <= self.lr_min < self.lr, "model.lr_min", "must be in [0, model.lr)")
+        require(
+            self.lr_schedule == "cosine" or self.lr_min == 0,
+            "model.lr_min",
+            "is used by model.lr_schedule=cosine only",
+        )
+
+    def round_lr(self, server_round: int, num_rounds: int) -> float:
+        """The distillation rate of round ``server_round`` (1-based) of ``num_rounds``.
+
+        >>> m = ModelConfig(lr=1e-3, lr_schedule="cosine")
+        >>> [round(m.round_lr(r, 3) * 1e3, 2) for r in (1, 2, 3)]
+        [1.0, 0.75, 0.25]
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        progress = (server_round - 1) / max(1, num_rounds)
+        return self.lr_min + (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress)) / 2
 
 
 SIMULATION_ENGINES: Final = ("in_process", "superlink")

@@ -616,7 +616,7 @@ class DistillationStrategy(ABC):
             TrainConfig(
                 epochs=model_cfg.distill_epochs,
                 batch_size=model_cfg.batch_size,
-                lr=model_cfg.lr,
+                lr=model_cfg.round_lr(server_round, self.cfg.num_rounds),
                 seed=derive_seed(self.cfg.seed, server_round, 2**31),
                 augment=model_cfg.augment,
             ),

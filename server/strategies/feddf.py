@@ -48,7 +48,8 @@ class FedDF(FedMD):
             logits = predict_logits(model, x_holdout)
             return float(kd_loss(logits, targets[holdout], algo.temperature))
 
-        base = TrainConfig(epochs=1, batch_size=model_cfg.batch_size, lr=model_cfg.lr, seed=0)
+        lr = model_cfg.round_lr(server_round, self.cfg.num_rounds)
+        base = TrainConfig(epochs=1, batch_size=model_cfg.batch_size, lr=lr, seed=0)
         optimizer = make_optimizer(model, base)
         best_loss, best_state, stale, epochs = (
             holdout_loss(),
@@ -60,7 +61,7 @@ class FedDF(FedMD):
             cfg = TrainConfig(
                 epochs=1,
                 batch_size=model_cfg.batch_size,
-                lr=model_cfg.lr,
+                lr=lr,
                 seed=derive_seed(self.cfg.seed, server_round, epoch, 2**31),
                 augment=model_cfg.augment,
             )

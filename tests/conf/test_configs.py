@@ -87,6 +87,8 @@ def test_client_sampling_fraction_and_minimum():
         ("model.augment_shift=-2", "model.augment_shift"),
         ("clients.augment_flip=maybe", "clients.augment_flip"),
         ("clients.min_local_steps=-1", "clients.min_local_steps"),
+        ("model.lr_schedule=linear", "model.lr_schedule"),
+        ("model.lr_min=0.001", "model.lr_min"),  # the constant schedule has no floor
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -126,3 +128,12 @@ def test_cli_fails_before_anything_starts(tmp_path: Path, override, needle):
     assert needle in proc.stderr + proc.stdout
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert "flower-superlink" not in proc.stderr + proc.stdout
+
+
+def test_the_cosine_schedule_spreads_one_decay_over_the_run():
+    cfg = compose(["model.lr_schedule=cosine", "model.lr=0.002", "model.lr_min=0.0002",
+                   "num_rounds=4"])  # fmt: skip
+    rates = [cfg.model.round_lr(r, cfg.num_rounds) for r in range(1, 5)]
+    assert rates[0] == pytest.approx(0.002) and rates == sorted(rates, reverse=True)
+    assert rates[-1] > 0.0002  # the floor is where round R + 1 would be
+    assert compose([]).model.round_lr(4, 4) == compose([]).model.lr

@@ -472,3 +472,21 @@ def test_min_teacher_samples_sends_at_least_that_many_consensus_rows(tmp_path):
         rows = arrays[protocol.CONSENSUS_INDICES].numpy()
         assert len(rows) == min(consensus_size, max(info.num_examples, minimum))
         assert len(set(rows)) == len(rows) and set(rows) <= set(strategy.state.consensus_indices)
+
+
+def test_the_global_model_distils_at_the_rate_its_schedule_gives_the_round(tmp_path, monkeypatch):
+    import server.strategies.base as base
+
+    rates = []
+    real_train = base.train
+
+    def spy(model, x, targets, loss_fn, cfg, optimizer=None):
+        rates.append(cfg.lr)
+        return real_train(model, x, targets, loss_fn, cfg, optimizer)
+
+    monkeypatch.setattr(base, "train", spy)
+    cfg = digits_config("model.lr_schedule=cosine", "num_rounds=2")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    strategy.run_round(grid, 2)
+    assert rates == [cfg.model.lr, cfg.model.lr / 2]
