@@ -1,14 +1,15 @@
 """Issue 12's probes: one lever at a time on the recommended method, 20 rounds, resumable.
 
-    python benchmarks/probes.py --grid consensus     # lever 1, about 4 minutes a run on 2 cores
-    python benchmarks/probes.py --grid patient       # lever 3
-    python benchmarks/probes.py --grid consensus --report-only
+    python benchmarks/probes.py                      # every lever: about 4 minutes a run
+    python benchmarks/probes.py --only mnist         # some of them (`make mnist` first)
+    python benchmarks/probes.py --report-only
 
 Every job is ``experiment=fmnist_dsfl_plus num_rounds=20`` (the accuracy benchmark's federation)
-plus the overrides of one variant, at each alpha and seed of its grid; ``base`` is the method as
-the full matrix runs it. The consensus is the global model's teacher, so each row reports it
-beside the global model: its accuracy on the round's public samples, and that of the plain mean
-of the same replies (the ensemble of the round's students: what a combine rule starts from).
+plus the overrides of one variant (a lever), at each of its alphas and the grid's seeds; ``base``
+is the method as the full matrix runs it. The consensus is the global model's teacher, so each
+row reports it beside the global model: its accuracy on the round's public samples, and that of
+the plain mean of the same replies (the ensemble of the round's students: what a combine rule
+starts from).
 
 Writes ``benchmarks/results/probes/<grid>/``: ``runs/<job>/`` (run folders), ``results.json`` and
 ``results.csv`` (one row per finished job), ``table.md`` and ``consensus_vs_round.png``.
@@ -35,9 +36,15 @@ LAST = 5  # rounds averaged at the end: one round of 4 sampled clients is noisy
 
 
 @dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...]
+    alphas: tuple[float, ...] = (0.5, 0.1)
+
+
+@dataclass(frozen=True)
 class Grid:
-    variants: tuple[tuple[str, tuple[str, ...]], ...]  # (name, overrides)
-    alphas: tuple[float, ...]
+    variants: tuple[Variant, ...]
     seeds: tuple[int, ...]
     rounds: int = ROUNDS
 
@@ -46,25 +53,26 @@ def _confidence(power: float) -> tuple[str, ...]:
     return (f"algorithm.combine={{name: class_weighted, confidence: {power:g}}}",)
 
 
+COSINE = ("model.lr_schedule=cosine",)
+MNIST_PUBLIC = ("public=mnist", "dataset.num_private=50000")  # = experiment fmnist_public_mnist
+
+# One grid, the levers in the order they were built; ``--only <name>`` runs some of them.
 GRIDS = {
-    "consensus": Grid(
+    "levers": Grid(
         variants=(
-            ("base", ()),
-            ("confidence1", _confidence(1)),
-            ("confidence2", _confidence(2)),
+            Variant("base", ()),
+            # lever 1: a client's say moves to the samples it is surer of
+            Variant("confidence1", _confidence(1)),
+            Variant("confidence2", _confidence(2)),
+            # lever 3: one cosine schedule over the run, on this round's samples or on every
+            # remembered one (the running consensus over the whole public set)
+            Variant("cosine", COSINE),
+            Variant("cosine_memory", (*COSINE, "algorithm.distill_on_memory=true")),
+            # the public set from another domain (`make mnist`): how much worse a consensus on
+            # MNIST digits teaches than one on Fashion-MNIST images, and what lever 1 gives there
+            Variant("mnist", MNIST_PUBLIC, (0.5,)),
+            Variant("mnist_confidence1", (*MNIST_PUBLIC, *_confidence(1)), (0.5,)),
         ),
-        alphas=(0.5, 0.1),
-        seeds=(0,),
-    ),
-    # lever 3: one cosine schedule over the run, on this round's samples or on every
-    # remembered one (the running consensus over the whole public set)
-    "patient": Grid(
-        variants=(
-            ("base", ()),
-            ("cosine", ("model.lr_schedule=cosine",)),
-            ("cosine_memory", ("model.lr_schedule=cosine", "algorithm.distill_on_memory=true")),
-        ),
-        alphas=(0.5, 0.1),
         seeds=(0,),
     ),
 }
@@ -73,18 +81,19 @@ GRIDS = {
 def jobs_of(grid: Grid) -> list[Job]:
     return [
         Job(
-            f"{name}_a{alpha}_s{seed}",
+            f"{v.name}_a{alpha}_s{seed}",
             (
                 BASE,
                 f"num_rounds={grid.rounds}",
                 f"partition.alpha={alpha}",
                 f"seed={seed}",
-                *overrides,
+                *v.overrides,
             ),
         )
-        for alpha in grid.alphas
         for seed in grid.seeds
-        for name, overrides in grid.variants
+        for alpha in sorted({a for v in grid.variants for a in v.alphas}, reverse=True)
+        for v in grid.variants
+        if alpha in v.alphas
     ]
 
 
