@@ -68,6 +68,8 @@ GRIDS = {
             # remembered one (the running consensus over the whole public set)
             Variant("cosine", COSINE),
             Variant("cosine_memory", (*COSINE, "algorithm.distill_on_memory=true")),
+            # lever 2: a self-supervised start on the public images (k-means clusters)
+            Variant("pretrain5", ("pretrain.epochs=5",)),
             # the public set from another domain (`make mnist`): how much worse a consensus on
             # MNIST digits teaches than one on Fashion-MNIST images, and what lever 1 gives there
             Variant("mnist", MNIST_PUBLIC, (0.5,)),

@@ -267,6 +267,20 @@ class QuarantineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """A self-supervised start on the public images (:mod:`fedkd.pretrain`): every student and
+    the global model first learn, for ``epochs`` epochs, to tell apart the k-means clusters of
+    the public images; then their head is re-drawn. No private data, no labels; computed once
+    per machine and architecture (cached), the same on every node. ``epochs: 0``: off."""
+
+    epochs: int = 0
+    seed: int = 0  # of the clustering and the pretrained weights (shared by every node)
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 0, "pretrain.epochs", "must be >= 0 (0: off)")
+
+
+@dataclasses.dataclass(frozen=True)
 class PartitionConfig:
     """How the private pool is split across clients: a partitioner and only its own keys.
 
@@ -499,6 +513,7 @@ class ExperimentConfig:
     attack: AttackConfig | None = None  # adversarial clients (tests, the robustness benchmark)
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
     quarantine: QuarantineConfig = dataclasses.field(default_factory=QuarantineConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     simulation: SimulationConfig = dataclasses.field(default_factory=SimulationConfig)

@@ -153,14 +153,37 @@ def build_model(spec: Component, splits: DatasetSplits) -> nn.Module:
 
 
 def build_client_model(cfg: ExperimentConfig, client_id: int, splits: DatasetSplits) -> nn.Module:
-    """A freshly initialised student of the architecture configured for ``client_id``."""
+    """A freshly initialised student of the architecture configured for ``client_id`` (with
+    ``pretrain.epochs``, its self-supervised start)."""
     torch.manual_seed(derive_seed(cfg.seed, client_id, 7))
-    return build_model(client_architecture(cfg, client_id), splits)
+    spec = client_architecture(cfg, client_id)
+    return _started(build_model(spec, splits), spec, cfg, splits)
 
 
 def build_global_model(cfg: ExperimentConfig, splits: DatasetSplits) -> nn.Module:
     torch.manual_seed(derive_seed(cfg.seed, 2**31, 7))
-    return build_model(cfg.model.architecture, splits)
+    spec = cfg.model.architecture
+    return _started(build_model(spec, splits), spec, cfg, splits)
+
+
+def _started(
+    model: nn.Module, spec: Component, cfg: ExperimentConfig, splits: DatasetSplits
+) -> nn.Module:
+    """``model`` with the self-supervised start on the public images (``pretrain.*``) loaded."""
+    if cfg.pretrain.epochs == 0:
+        return model
+    from fedkd.pretrain import pretrained_state
+
+    state = pretrained_state(
+        lambda: build_model(spec, splits),
+        repr((spec.target, spec.args, splits.input_shape)),
+        splits.public.x,
+        splits.num_classes,
+        cfg.pretrain.epochs,
+        cfg.pretrain.seed,
+    )
+    model.load_state_dict(state)
+    return model
 
 
 def model_keys(cfg: ExperimentConfig) -> list[tuple[str, Component]]:
@@ -216,6 +239,9 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
     if private:
         _check_partitions(cfg)
     _check_codec(cfg, splits.num_classes)
+    if cfg.pretrain.epochs:  # paid here, once: every process of the run then reads the cache
+        for _, spec in {s.target + repr(s.args): (k, s) for k, s in model_keys(cfg)}.values():
+            _started(build_model(spec, splits), spec, cfg, splits)
     return splits
 
 
