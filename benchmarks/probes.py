@@ -74,6 +74,9 @@ GRIDS = {
             # MNIST digits teaches than one on Fashion-MNIST images, and what lever 1 gives there
             Variant("mnist", MNIST_PUBLIC, (0.5,)),
             Variant("mnist_confidence1", (*MNIST_PUBLIC, *_confidence(1)), (0.5,)),
+            # lever 1, client side: abstain on the public samples farthest from one's own data
+            Variant("abstain30", ("clients.abstain=0.3",)),
+            Variant("mnist_abstain30", (*MNIST_PUBLIC, "clients.abstain=0.3"), (0.5,)),
         ),
         seeds=(0,),
     ),

@@ -19,7 +19,7 @@ from torch import nn
 
 from clients import fedavg
 from clients.base import KDClient, RoundTask
-from fedkd import protocol
+from fedkd import abstain, protocol
 from fedkd.attacks import attackers, lie
 from fedkd.checkpoint import CHECKPOINT_DIR, SIMULATION_STUDENTS, StudentState, StudentStore
 from fedkd.codecs import PROBS, Codec
@@ -142,6 +142,15 @@ def _round_task(msg: Message, server_round: int, splits: DatasetSplits, codec: C
     }
     probs = codec.decode(parts, len(indices), splits.num_classes, PROBS)
     return RoundTask(server_round, public, indices, probs)
+
+
+def _abstentions(node: Node, public_indices: np.ndarray, server_round: int) -> np.ndarray:
+    """The packed mask of the round's public samples this client abstains on: the
+    ``clients.abstain`` share farthest from its private data."""
+    public = node.splits.public.x[public_indices.astype(np.int64)]
+    seed = derive_seed(node.cfg.seed, server_round, node.client_id, 5)
+    scores = abstain.distance_scores(node.private.x, public, seed)
+    return abstain.pack(abstain.abstain_mask(scores, node.cfg.clients.abstain))
 
 
 def _store(msg: Message, context: Context, cfg: ExperimentConfig) -> StudentStore | None:
@@ -312,14 +321,15 @@ def kd_round(msg: Message, context: Context) -> Message:
         ),
     )
     metrics[protocol.STUDENT_ROUND] = float(previous.round if previous else 0)
+    arrays = {
+        protocol.part_key(protocol.SOFT_LABELS, part): Array(values)
+        for part, values in codec.encode(soft, client.soft_label_kind).items()
+    }
+    if node.cfg.clients.abstain > 0:
+        arrays[protocol.ABSTAIN] = Array(_abstentions(node, task.public_indices, server_round))
     content = RecordDict(
         {
-            protocol.REPLY_ARRAYS: ArrayRecord(
-                {
-                    protocol.part_key(protocol.SOFT_LABELS, part): Array(values)
-                    for part, values in codec.encode(soft, client.soft_label_kind).items()
-                }
-            ),
+            protocol.REPLY_ARRAYS: ArrayRecord(arrays),
             protocol.REPLY_METRICS: MetricRecord(
                 {protocol.NUM_EXAMPLES: _counts(node)[protocol.NUM_EXAMPLES], **metrics}
             ),

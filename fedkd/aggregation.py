@@ -110,8 +110,9 @@ def class_weighted_mean(
     ----------
     probs : (num_clients, num_samples, num_classes)
     class_weights : (num_clients, num_classes), non-negative (e.g. per-class example counts)
-    sample_weights : (num_clients, num_samples), positive, or None (all ones): each client's
-        weight is also scaled per sample (e.g. :func:`sample_confidence`)
+    sample_weights : (num_clients, num_samples), non-negative, or None (all ones): each
+        client's weight is also scaled per sample (e.g. :func:`sample_confidence`; 0 where it
+        abstained). A sample whose class weight is 0 for every client falls back to the mean.
 
     Rows of probabilities no longer sum to 1: the algorithm's ``to_probs`` renormalises them.
 
@@ -133,9 +134,9 @@ def class_weighted_mean(
         weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
         return weighted.astype(np.float32), totals
     s = np.asarray(sample_weights, dtype=np.float64)
-    if s.shape != arr.shape[:2] or not (s > 0).all():
+    if s.shape != arr.shape[:2] or (s < 0).any():
         raise ValueError(
-            f"sample_weights must be positive with shape {arr.shape[:2]}, got {s.shape}"
+            f"sample_weights must be non-negative with shape {arr.shape[:2]}, got {s.shape}"
         )
     per_sample = np.einsum("kc,kn->nc", w, s)  # (n, K): each sample's total weight per class
     safe = np.where(per_sample > 0, per_sample, 1.0)
@@ -291,6 +292,8 @@ class ClassWeighted(_CappedShares):
 
     needs_class_counts: ClassVar[bool] = True
     uses_history: ClassVar[bool] = False
+    #: optional: the rule takes ``sample_weights`` (C, n), e.g. 0 where a client abstained
+    takes_sample_weights: ClassVar[bool] = True
 
     #: > 0: each client's say is also scaled per sample by its relative confidence there
     #: (:func:`sample_confidence`, this power); 0: every sample alike
@@ -302,19 +305,32 @@ class ClassWeighted(_CappedShares):
             raise ValueError(f"confidence must be >= 0, got {self.confidence}")
 
     def __call__(
-        self, stack: FloatArray, num_examples: FloatArray, class_counts: FloatArray | None
+        self,
+        stack: FloatArray,
+        num_examples: FloatArray,
+        class_counts: FloatArray | None,
+        sample_weights: FloatArray | None = None,
     ) -> Combined:
         if class_counts is None:
             raise ValueError("class-weighted combining needs the clients' class counts")
         counts = np.asarray(class_counts, dtype=np.float64)
         if self.max_share < 1:  # reported counts are untrusted: inflating them buys at most this
             counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
-        scores, totals = class_weighted_mean(stack, counts, _per_sample(stack, self.confidence))
+        per_sample = _per_sample(stack, self.confidence, sample_weights)
+        scores, totals = class_weighted_mean(stack, counts, per_sample)
         return Combined(scores, totals)
 
 
-def _per_sample(stack: FloatArray, confidence: float) -> NDArray[np.float64] | None:
-    return sample_confidence(stack, confidence) if confidence > 0 else None
+def _per_sample(
+    stack: FloatArray, confidence: float, sample_weights: FloatArray | None
+) -> NDArray[np.float64] | None:
+    """The per-sample weights (C, n): relative confidence (``confidence`` > 0) times the
+    server's own ``sample_weights`` (0 where a client abstained); None: all ones."""
+    weights = sample_confidence(stack, confidence) if confidence > 0 else None
+    if sample_weights is None:
+        return weights
+    given = np.asarray(sample_weights, dtype=np.float64)
+    return given if weights is None else weights * given
 
 
 @dataclass(frozen=True)
@@ -439,6 +455,7 @@ class ClassWeightedReputation(Reputation, _CappedShares):
     """
 
     needs_class_counts: ClassVar[bool] = True
+    takes_sample_weights: ClassVar[bool] = True
 
     max_count_ratio: float = 3.0
     #: > 0: each client's say is also scaled per sample by its relative confidence there
@@ -459,6 +476,7 @@ class ClassWeightedReputation(Reputation, _CappedShares):
         num_examples: FloatArray,
         class_counts: FloatArray | None,
         client_ids: list[int] | None = None,
+        sample_weights: FloatArray | None = None,
     ) -> Combined:
         if class_counts is None:
             raise ValueError("class-weighted combining needs the clients' class counts")
@@ -468,11 +486,14 @@ class ClassWeightedReputation(Reputation, _CappedShares):
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)  # (C, K)
         holds = share >= 0.5 / counts.shape[1]
         median_class = np.median(arr, axis=0).argmax(axis=1)  # (n,)
-        self._record(arr, ids, holds[:, median_class].astype(np.float64))
+        relevance = holds[:, median_class].astype(np.float64)
+        if sample_weights is not None:  # nor where it abstained
+            relevance *= np.asarray(sample_weights, dtype=np.float64) > 0
+        self._record(arr, ids, relevance)
         reputation = self.weights(ids)  # (C,)
         if self.max_share < 1:
             counts = cap_shares(counts, self.max_share) * counts.sum(axis=0)
-        per_sample = _per_sample(arr, self.confidence)
+        per_sample = _per_sample(arr, self.confidence, sample_weights)
         scores, totals = class_weighted_mean(arr, counts * reputation[:, None], per_sample)
         return Combined(scores, totals, client_weight=reputation)
 

@@ -355,9 +355,13 @@ class ClientsConfig(_Augmented):
     augment_flip: bool = False  # random horizontal mirror of private images in training
     num_eval_samples: int = 2_000  # first samples of the test set each client reports on; 0: off
     num_threads: int = 1  # torch threads per client process
+    # share of each round's public samples a client abstains on: those farthest from its
+    # private data (fedkd.abstain); the server gives it no say there. 0: it answers on all
+    abstain: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.num_clients >= 1, "clients.num_clients", "must be >= 1")
+        require(0 <= self.abstain < 1, "clients.abstain", "must be in [0, 1)")
         require(
             0 < self.fraction <= 1, "clients.fraction", f"must be in (0, 1], got {self.fraction}"
         )
@@ -563,6 +567,16 @@ class ExperimentConfig:
         require(self.node_wait_timeout >= 0, "node_wait_timeout", "must be >= 0")
         require(self.max_failed_rounds >= 0, "max_failed_rounds", "must be >= 0")
         one_of(self.mode, MODES, "mode")
+        if self.clients.abstain > 0:
+            rule = getattr(getattr(self.algorithm, "combine", None), "cls", None)
+            require(
+                isinstance(self.algorithm, Distillation)
+                and getattr(rule, "takes_sample_weights", False),
+                "clients.abstain",
+                "needs algorithm.combine to take per-sample weights (class_weighted, "
+                f"class_weighted_reputation, or a rule with takes_sample_weights); "
+                f"algorithm={self.algorithm.kind} has {getattr(rule, '__name__', 'no rule')}",
+            )
         if not isinstance(self.algorithm, Distillation):
             require(
                 not self.dp.enabled,

@@ -52,6 +52,7 @@ PUBLIC_COUNT: Final = "public-count"
 CONSENSUS_INDICES: Final = "consensus-indices"
 CONSENSUS_PROBS: Final = "consensus-probs"
 SOFT_LABELS: Final = "soft-labels"
+ABSTAIN: Final = "abstain"  # packed bits, one per public sample: 1 = no say (clients.abstain)
 NUM_EXAMPLES: Final = "num-examples"
 CLIENT_ID: Final = "client-id"
 ARCHITECTURE: Final = "architecture"

@@ -20,6 +20,7 @@ class (``fedkd.algorithms``; see ``examples/entropy_weighted.py``).
 """
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,7 @@ from flwr.serverapp import Grid
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from fedkd import protocol
+from fedkd import abstain, protocol
 from fedkd.aggregation import Combined, as_probs
 from fedkd.algorithms import Distillation
 from fedkd.checkpoint import (
@@ -86,6 +87,7 @@ class RoundReplies:
 
     clients: list[ClientInfo] = field(default_factory=list)  # accepted, sorted by client id
     soft_labels: list[np.ndarray] = field(default_factory=list)  # each (n, K)
+    abstained: list[np.ndarray] = field(default_factory=list)  # each (n,) bool (clients.abstain)
     client_metrics: list[dict[str, float]] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
     failed: dict[int, str] = field(default_factory=dict)  # client id -> error reported by Flower
@@ -175,11 +177,16 @@ class DistillationStrategy(ABC):
         return stack
 
     def consensus(
-        self, soft_labels: np.ndarray, clients: Sequence[ClientInfo]
+        self,
+        soft_labels: np.ndarray,
+        clients: Sequence[ClientInfo],
+        abstained: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Combined]:
         """The consensus pipeline: ``algorithm.combine`` merges the clients' soft labels
-        (C, n, K) -> ``to_probs`` -> ``algorithm.postprocess``. Returns the probabilities
-        (n, K) and what the rule said of the merge (the weight of each class and client)."""
+        (C, n, K) -> ``to_probs`` -> ``algorithm.postprocess``; ``abstained`` (C, n): the
+        samples each client abstained on (``clients.abstain``), where it has no say. Returns
+        the probabilities (n, K) and what the rule said of the merge (the weight of each class
+        and client)."""
         rule = self.combine_rule
         num_examples = np.array([c.num_examples for c in clients], dtype=np.float64)
         counts = (
@@ -187,8 +194,12 @@ class DistillationStrategy(ABC):
             if rule.needs_class_counts
             else None
         )
-        history = {"client_ids": [c.client_id for c in clients]}
-        combined = rule(soft_labels, num_examples, counts, **history if rule.uses_history else {})
+        extra: dict[str, Any] = {}
+        if rule.uses_history:
+            extra["client_ids"] = [c.client_id for c in clients]
+        if abstained is not None:  # no say where a client abstained
+            extra["sample_weights"] = 1.0 - np.asarray(abstained, dtype=np.float64)
+        combined = rule(soft_labels, num_examples, counts, **extra)
         probs = self.to_probs(combined.scores)
         post = self.algorithm.postprocessor
         if post is not None:
@@ -345,7 +356,8 @@ class DistillationStrategy(ABC):
         public_acc: dict[int, float] = {}  # client id -> its reply's accuracy, where labelled
         if result.soft_labels:
             stack = self.prepare(np.stack(result.soft_labels))  # (C, n, K)
-            consensus, combined = self.consensus(stack, result.clients)  # (n, K) probs
+            masks = np.stack(result.abstained) if result.abstained else None
+            consensus, combined = self.consensus(stack, result.clients, masks)  # (n, K) probs
             struck |= self._outweighed(result.clients, combined)
             if combined.client_weight is not None:
                 weights = {
@@ -522,7 +534,7 @@ class DistillationStrategy(ABC):
         out = RoundReplies()
         by_node = {c.node_id: c for c in sent}
         answered: set[int] = set()
-        accepted: list[tuple[ClientInfo, np.ndarray, dict[str, float]]] = []
+        accepted: list[tuple[ClientInfo, np.ndarray, dict[str, float], np.ndarray | None]] = []
         for reply in replies:
             node_id = addressee(reply, messages)
             info = by_node.get(node_id)
@@ -540,6 +552,7 @@ class DistillationStrategy(ABC):
                 soft, metrics = self._parse_reply(
                     reply.content, server_round, len(public_idx), info
                 )
+                mask = self._parse_abstentions(reply.content, len(public_idx))
             except InvalidReply as err:
                 out.rejected[cid] = str(err)
                 out.rejected_bytes += size
@@ -547,15 +560,32 @@ class DistillationStrategy(ABC):
                 continue
             out.uplink_bytes += size
             out.bytes_by_client[cid] = size
-            accepted.append((info, soft, metrics))
+            accepted.append((info, soft, metrics, mask))
         out.missing = sorted(by_node[n].client_id for n in set(by_node) - answered)
         for cid in out.missing:
             log.warning("client %d did not answer within %.0fs", cid, self.cfg.round_timeout)
-        for info, soft, metrics in sorted(accepted, key=lambda a: a[0].client_id):
+        for info, soft, metrics, mask in sorted(accepted, key=lambda a: a[0].client_id):
             out.clients.append(info)
             out.soft_labels.append(soft)
             out.client_metrics.append(metrics)
+            if mask is not None:
+                out.abstained.append(mask)
         return out
+
+    def _parse_abstentions(self, content: RecordDict, num_samples: int) -> np.ndarray | None:
+        """The samples a client abstains on (``clients.abstain`` > 0), checked before decoding;
+        None when clients answer on every sample."""
+        if self.cfg.clients.abstain == 0:
+            return None
+        arrays = content.array_records[protocol.REPLY_ARRAYS]
+        if protocol.ABSTAIN not in arrays:
+            raise InvalidReply(f"no '{protocol.ABSTAIN}' mask (clients.abstain is on)")
+        shape = (math.ceil(num_samples / 8),)
+        check_array_header(arrays[protocol.ABSTAIN], shape, np.dtype(np.uint8), protocol.ABSTAIN)
+        try:
+            return abstain.unpack(arrays[protocol.ABSTAIN].numpy(), num_samples)
+        except Exception as err:
+            raise InvalidReply(f"'{protocol.ABSTAIN}': {err}") from err
 
     #: The metrics a round reply may carry (an algorithm whose client reports more extends it).
     reply_metric_keys: ClassVar[frozenset[str]] = protocol.REPLY_METRIC_KEYS
@@ -572,8 +602,9 @@ class DistillationStrategy(ABC):
         num_classes = self.splits.num_classes
         layout = self.codec.layout(num_samples, num_classes, self.soft_label_kind)
         keys = {protocol.part_key(protocol.SOFT_LABELS, part): part for part in layout}
-        if set(arrays.keys()) != set(keys):
-            raise InvalidReply(f"arrays {sorted(arrays.keys())} != {sorted(keys)}")
+        expected = set(keys) | ({protocol.ABSTAIN} if self.cfg.clients.abstain > 0 else set())
+        if set(arrays.keys()) != expected:
+            raise InvalidReply(f"arrays {sorted(arrays.keys())} != {sorted(expected)}")
         if protocol.REPLY_METRICS not in content.metric_records:
             raise InvalidReply(f"no '{protocol.REPLY_METRICS}' metric record")
         metrics = check_metrics(

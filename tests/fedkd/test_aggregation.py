@@ -281,7 +281,7 @@ def test_class_weighted_mean_with_sample_weights_follows_the_surer_client():
     weighted, _ = aggregation.class_weighted_mean(stack, counts, conf)
     assert weighted[0, 0] > plain[0, 0] and weighted[1, 1] > plain[1, 1]
     with pytest.raises(ValueError, match="sample_weights"):
-        aggregation.class_weighted_mean(stack, counts, np.zeros((2, 2)))
+        aggregation.class_weighted_mean(stack, counts, np.full((2, 2), -1.0))
 
 
 def test_confidence_is_an_option_of_the_class_weighted_rules():

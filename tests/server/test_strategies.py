@@ -490,3 +490,38 @@ def test_the_global_model_distils_at_the_rate_its_schedule_gives_the_round(tmp_p
     strategy.run_round(grid, 1)
     strategy.run_round(grid, 2)
     assert rates == [cfg.model.lr, cfg.model.lr / 2]
+
+
+def test_clients_abstain_where_they_know_least_and_a_bad_mask_is_rejected(tmp_path):
+    """clients.abstain=0.3: every reply carries a one-bit-per-sample mask (30 % set), the round
+    learns from what is left, and a reply whose mask is missing or malformed is rejected."""
+    from fedkd import abstain
+
+    cfg = digits_config("clients.abstain=0.3")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    masks = []
+
+    def keep_mask(msg, reply):
+        arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
+        masks.append(abstain.unpack(arrays[protocol.ABSTAIN].numpy(), 500))
+        return reply
+
+    def drop_mask(msg, reply):
+        del reply.content.array_records[protocol.REPLY_ARRAYS][protocol.ABSTAIN]
+        return reply
+
+    def padded_mask(msg, reply):
+        arrays = reply.content.array_records[protocol.REPLY_ARRAYS]
+        arrays[protocol.ABSTAIN] = Array(np.full(63, 255, dtype=np.uint8))  # 504 bits for 500
+        return reply
+
+    nodes = sorted(grid.contexts)
+    grid.tamper.update({nodes[0]: keep_mask, nodes[2]: drop_mask, nodes[3]: padded_mask})
+    record = strategy.run_round(grid, 1)
+    assert record.num_accepted == 2 and record.global_accuracy > 0.5
+    assert "'abstain'" in record.rejected[2] and "padding" in record.rejected[3]
+    assert len(masks) == 1 and masks[0].sum() == 150  # 30 % of the round's 500 samples
+    # the mask costs one bit per sample on the wire
+    plain = _strategy(digits_config(), tmp_path / "plain").run_round(_grid(digits_config()), 1)
+    extra = record.clients[0]["uplink_bytes"] - plain.clients[0]["uplink_bytes"]
+    assert 500 // 8 <= extra <= 500 // 8 + 200
