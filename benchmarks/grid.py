@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.checkpoint import has_checkpoint
-from fedkd.config import ExperimentConfig, compose, to_json
+from fedkd.config import ConfigError, ExperimentConfig, compose, from_json, to_json
 from fedkd.launch import RunInterrupted, resume_config, run
 from fedkd.logs import configure_logging
 from fedkd.results import CONFIG_FILE, SUMMARY_FILE
@@ -46,10 +46,15 @@ def is_done(out: Path, cfg: ExperimentConfig) -> bool:
 def _same(config: dict, cfg: ExperimentConfig) -> bool:
     """The same run: equal configs but for where it was written and how Flower's engine was
     driven on this machine (``simulation.*``; the same seed gives the same metrics on either
-    engine)."""
+    engine). The stored config is read through today's schema first, so a key added since,
+    at its default (which keeps the old behaviour), does not make a finished run stale."""
+    try:
+        stored = json.loads(to_json(from_json(json.dumps(config))))
+    except (ConfigError, TypeError, ValueError):
+        return False  # written by a schema that no longer reads: stale
     wanted = json.loads(to_json(cfg))
     ignored = {"output_dir": None, "simulation": None}
-    return {**config, **ignored} == {**wanted, **ignored}
+    return {**stored, **ignored} == {**wanted, **ignored}
 
 
 def _resumable(out: Path, cfg: ExperimentConfig) -> bool:
