@@ -568,6 +568,12 @@ class ExperimentConfig:
         require(self.max_failed_rounds >= 0, "max_failed_rounds", "must be >= 0")
         one_of(self.mode, MODES, "mode")
         if self.clients.abstain > 0:
+            require(
+                not self.dp.enabled,
+                "clients.abstain",
+                "reads the private records outside DP-SGD (the mask would leak what dp.* "
+                "protects); it cannot be combined with dp.*",
+            )
             rule = getattr(getattr(self.algorithm, "combine", None), "cls", None)
             require(
                 isinstance(self.algorithm, Distillation)

@@ -89,11 +89,14 @@ def test_client_sampling_fraction_and_minimum():
         ("clients.min_local_steps=-1", "clients.min_local_steps"),
         ("model.lr_schedule=linear", "model.lr_schedule"),
         ("model.lr_min=0.001", "model.lr_min"),  # the constant schedule has no floor
+        ("clients.abstain=1.0", "clients.abstain"),
+        ("algorithm=dsfl clients.abstain=0.2", "clients.abstain"),  # its mean takes no weights
+        ("dp.epsilon=8 clients.abstain=0.2", "clients.abstain"),  # the mask would leak records
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
-        compose([override])
+        compose(override.split())
 
 
 def test_min_local_steps_without_local_training_is_refused():
