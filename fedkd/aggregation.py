@@ -128,12 +128,7 @@ def class_weighted_mean(
             f"got {w.shape}"
         )
     totals = w.sum(axis=0)  # (K,)
-    if sample_weights is None:
-        safe = np.where(totals > 0, totals, 1.0)
-        weighted = np.einsum("kc,knc->nc", w, arr) / safe  # (n, K)
-        weighted = np.where(totals > 0, weighted, arr.mean(axis=0))
-        return weighted.astype(np.float32), totals
-    s = np.asarray(sample_weights, dtype=np.float64)
+    s = np.ones(arr.shape[:2]) if sample_weights is None else np.asarray(sample_weights, float)
     if s.shape != arr.shape[:2] or (s < 0).any():
         raise ValueError(
             f"sample_weights must be non-negative with shape {arr.shape[:2]}, got {s.shape}"

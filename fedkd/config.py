@@ -278,6 +278,9 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         require(self.epochs >= 0, "pretrain.epochs", "must be >= 0 (0: off)")
+        require(
+            self.epochs > 0 or self.seed == 0, "pretrain.seed", "is used by pretrain.epochs > 0"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -604,6 +607,7 @@ class ExperimentConfig:
                 ("model.ema_decay", self.model.ema_decay > 0),
                 ("model.augment_shift", self.model.augment_shift > 0),
                 ("model.augment_flip", self.model.augment_flip),
+                ("model.lr_schedule", self.model.lr_schedule != "constant"),
             ):
                 require(
                     not active,

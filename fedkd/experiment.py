@@ -240,7 +240,7 @@ def preflight(cfg: ExperimentConfig, private: bool = True) -> DatasetSplits:
         _check_partitions(cfg)
     _check_codec(cfg, splits.num_classes)
     if cfg.pretrain.epochs:  # paid here, once: every process of the run then reads the cache
-        for _, spec in {s.target + repr(s.args): (k, s) for k, s in model_keys(cfg)}.values():
+        for spec in {(s.target, s.args): s for _, s in model_keys(cfg)}.values():
             _started(build_model(spec, splits), spec, cfg, splits)
     return splits
 

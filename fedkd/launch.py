@@ -332,7 +332,7 @@ def flwr_run(
     env: dict[str, str],
     federation_config: str | None = None,
     stop_remote: bool = False,
-) -> "FlowerRun":
+) -> FlowerRun:
     """``flwr run <app> <connection> --stream``, its output passed through; returns its exit
     code and the id of the run it started. Stopped by SIGINT/SIGTERM (:class:`RunInterrupted`),
     it is killed and, with ``stop_remote`` (a SuperLink that outlives this process:

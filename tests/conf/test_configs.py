@@ -90,6 +90,8 @@ def test_client_sampling_fraction_and_minimum():
         ("model.lr_schedule=linear", "model.lr_schedule"),
         ("model.lr_min=0.001", "model.lr_min"),  # the constant schedule has no floor
         ("clients.abstain=1.0", "clients.abstain"),
+        ("pretrain.seed=3", "pretrain.seed"),  # no pretraining to seed
+        ("algorithm=fedavg model.lr_schedule=cosine", "model.lr_schedule"),  # nothing distilled
         ("algorithm=dsfl clients.abstain=0.2", "clients.abstain"),  # its mean takes no weights
         ("dp.epsilon=8 clients.abstain=0.2", "clients.abstain"),  # the mask would leak records
     ],
@@ -139,4 +141,6 @@ def test_the_cosine_schedule_spreads_one_decay_over_the_run():
     rates = [cfg.model.round_lr(r, cfg.num_rounds) for r in range(1, 5)]
     assert rates[0] == pytest.approx(0.002) and rates == sorted(rates, reverse=True)
     assert rates[-1] > 0.0002  # the floor is where round R + 1 would be
+    no_floor = compose(["model.lr_schedule=cosine", "model.lr=0.002", "num_rounds=4"]).model
+    assert no_floor.round_lr(4, 4) < rates[-1]  # lr_min lifts every round but the first
     assert compose([]).model.round_lr(4, 4) == compose([]).model.lr

@@ -46,6 +46,8 @@ def test_students_start_from_one_cached_pretraining_per_architecture(tmp_path, m
     assert _same(first, again)
     with pytest.raises(AssertionError, match="trained again"):
         build_client_model(cfg, 1, splits)  # the mlp: not cached yet
+    with pytest.raises(AssertionError, match="trained again"):  # another seed: another start
+        build_client_model(digits_config("pretrain.epochs=2", "pretrain.seed=1"), 0, splits)
 
 
 def test_preflight_pays_for_every_architecture_once(tmp_path, monkeypatch):
