@@ -34,7 +34,7 @@ from fedkd.experiment import (
     planned_rounds,
 )
 from fedkd.models import count_parameters
-from fedkd.sampling import public_subset
+from fedkd.sampling import parse_seed, public_subset
 from fedkd.schema import import_object
 from fedkd.training import derive_seed, local_epochs
 
@@ -124,15 +124,20 @@ def _round_task(msg: Message, server_round: int, splits: DatasetSplits, codec: C
     teacher to digest (decoded). A malformed message raises, and the server records why."""
     config = msg.content.config_records[protocol.ROUND_CONFIG]
     seed, count = config[protocol.PUBLIC_SEED], config[protocol.PUBLIC_COUNT]
-    given = seed if isinstance(seed, list) else []
-    entropy = [s for s in given if isinstance(s, int) and not isinstance(s, bool)]
-    if not isinstance(count, int) or not entropy or len(entropy) != len(given):
-        raise TypeError(f"'{protocol.PUBLIC_SEED}'/'{protocol.PUBLIC_COUNT}': {seed!r}, {count!r}")
+    if not isinstance(count, int):
+        raise TypeError(f"'{protocol.PUBLIC_COUNT}' must be an int, got {count!r}")
     num_public = len(splits.public)
-    public = public_subset(num_public, count, entropy)
+    public = public_subset(num_public, count, parse_seed(seed, protocol.PUBLIC_SEED))
+    view_seed = consensus_view_seed = None
+    if protocol.VIEW_SEED in config:
+        view_seed = parse_seed(config[protocol.VIEW_SEED], protocol.VIEW_SEED)
     arrays = msg.content.array_records[protocol.ROUND_ARRAYS]
     if protocol.CONSENSUS_INDICES not in arrays:
-        return RoundTask(server_round, public)
+        return RoundTask(server_round, public, view_seed=view_seed)
+    if protocol.CONSENSUS_VIEW_SEED in config:
+        consensus_view_seed = parse_seed(
+            config[protocol.CONSENSUS_VIEW_SEED], protocol.CONSENSUS_VIEW_SEED
+        )
     indices = arrays[protocol.CONSENSUS_INDICES].numpy().astype(np.int64)
     if indices.ndim != 1 or ((indices < 0) | (indices >= num_public)).any():
         raise ValueError(f"'{protocol.CONSENSUS_INDICES}' are not public sample indices")
@@ -141,13 +146,13 @@ def _round_task(msg: Message, server_round: int, splits: DatasetSplits, codec: C
         for part in codec.layout(len(indices), splits.num_classes, PROBS)
     }
     probs = codec.decode(parts, len(indices), splits.num_classes, PROBS)
-    return RoundTask(server_round, public, indices, probs)
+    return RoundTask(server_round, public, indices, probs, view_seed, consensus_view_seed)
 
 
-def _abstentions(node: Node, public_indices: np.ndarray, server_round: int) -> np.ndarray:
-    """The packed mask of the round's public samples this client abstains on: the
-    ``clients.abstain`` share farthest from its private data."""
-    public = node.splits.public.x[public_indices.astype(np.int64)]
+def _abstentions(node: Node, public: np.ndarray, server_round: int) -> np.ndarray:
+    """The packed mask of the round's public samples ``public`` (n, C, H, W: its views, with
+    ``views.*`` on) this client abstains on: the ``clients.abstain`` share farthest from its
+    private data."""
     seed = derive_seed(node.cfg.seed, server_round, node.client_id, 5)
     scores = abstain.distance_scores(node.private.x, public, seed)
     return abstain.pack(abstain.abstain_mask(scores, node.cfg.clients.abstain))
@@ -326,7 +331,8 @@ def kd_round(msg: Message, context: Context) -> Message:
         for part, values in codec.encode(soft, client.soft_label_kind).items()
     }
     if node.cfg.clients.abstain > 0:
-        arrays[protocol.ABSTAIN] = Array(_abstentions(node, task.public_indices, server_round))
+        public = client.public_inputs(task.public_indices, task.view_seed).numpy()
+        arrays[protocol.ABSTAIN] = Array(_abstentions(node, public, server_round))
     content = RecordDict(
         {
             protocol.REPLY_ARRAYS: ArrayRecord(arrays),

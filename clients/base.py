@@ -46,6 +46,8 @@ class RoundTask:
     public_indices: np.ndarray  # (n,) int
     consensus_indices: np.ndarray | None = None  # (m,) int
     consensus_probs: np.ndarray | None = None  # (m, K)
+    view_seed: list[int] | None = None  # (views.*) answer on these views of the public samples
+    consensus_view_seed: list[int] | None = None  # (views.*) the teacher is on these views
 
 
 class KDClient(ABC):
@@ -87,7 +89,8 @@ class KDClient(ABC):
         self.client_id = client_id
         self.model = model
         self.private = private
-        self.public_x = torch.from_numpy(public_x)
+        self.public_x = public_x
+        self.views = cfg.views.spec
         self.test = test
         self.privacy = privacy
         self.budget_exhausted = False
@@ -100,6 +103,13 @@ class KDClient(ABC):
     @property
     def digest_temperature(self) -> float:
         return self.algorithm.temperature
+
+    def public_inputs(self, indices: np.ndarray, view_seed: list[int] | None) -> Tensor:
+        """Public samples ``indices`` (n, C, H, W), or (``view_seed``) the views of them that
+        the server and every other client draw from that seed, bit for bit."""
+        if view_seed is None:
+            return torch.from_numpy(self.public_x[indices.astype(np.int64)])
+        return torch.from_numpy(self.views(self.public_x, indices, view_seed))
 
     def _local_epochs(self, num_examples: int) -> int:
         c = self.cfg.clients
@@ -120,7 +130,7 @@ class KDClient(ABC):
             metrics = self._learn_jointly(task)
         else:
             metrics = self._learn_sequentially(task)
-        public = self.public_x[torch.from_numpy(task.public_indices.astype(np.int64))]
+        public = self.public_inputs(task.public_indices, task.view_seed)
         if self.privacy is not None:
             metrics[protocol.DP_EPSILON] = self.privacy.epsilon
             metrics[protocol.DP_EXHAUSTED] = float(self.budget_exhausted)
@@ -137,7 +147,7 @@ class KDClient(ABC):
         if task.consensus_probs is not None and task.consensus_indices is not None:
             digest = train(
                 self.model,
-                self.public_x[torch.from_numpy(task.consensus_indices.astype(np.int64))],
+                self.public_inputs(task.consensus_indices, task.consensus_view_seed),
                 torch.from_numpy(task.consensus_probs.astype(np.float32)),
                 make_kd_loss(self.digest_temperature),
                 self._train_config(self.cfg.clients.digest_epochs, task.server_round, 0),
@@ -179,9 +189,9 @@ class KDClient(ABC):
         x = torch.from_numpy(self.private.x)
         labels = torch.from_numpy(self.private.y)
         teacher = torch.from_numpy(task.consensus_probs.astype(np.float32))  # (m, K)
-        public = torch.from_numpy(task.consensus_indices.astype(np.int64))
+        public = self.public_inputs(task.consensus_indices, task.consensus_view_seed)
         terms = self._fit_private(
-            torch.cat([x, self.public_x[public]]),
+            torch.cat([x, public]),
             torch.cat([F.one_hot(labels, teacher.shape[1]).float(), teacher]),
             make_kd_loss(1.0),
             self._train_config(self._local_epochs(len(x) + len(public)), task.server_round, 1),

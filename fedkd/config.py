@@ -31,6 +31,7 @@ from fedkd.schema import (
     require,
     to_node,
 )
+from fedkd.views import Views
 
 __all__ = [
     "CONF_DIR",
@@ -284,6 +285,27 @@ class PretrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ViewsConfig:
+    """Consistent augmented views of the public set (:mod:`fedkd.views`): each round the server
+    sends a seed, clients answer on the views it draws and the global model is distilled on the
+    same views. All defaults: the public samples themselves."""
+
+    zoom: float = 1.0  # largest magnification of a random window (1: none)
+    shift: int = 0  # largest translation in pixels
+    flip: bool = False  # mirror half of the views
+    mixup: float = 0.0  # > 0: mix each view with a partner's, lam ~ Beta(mixup, mixup)
+
+    def __post_init__(self) -> None:
+        require(self.zoom >= 1.0, "views.zoom", f"must be >= 1 (1: none), got {self.zoom}")
+        require(self.shift >= 0, "views.shift", f"must be >= 0, got {self.shift}")
+        require(self.mixup >= 0.0, "views.mixup", f"must be >= 0 (0: none), got {self.mixup}")
+
+    @property
+    def spec(self) -> Views:
+        return Views(zoom=self.zoom, shift=self.shift, flip=self.flip, mixup=self.mixup)
+
+
+@dataclasses.dataclass(frozen=True)
 class PartitionConfig:
     """How the private pool is split across clients: a partitioner and only its own keys.
 
@@ -521,6 +543,7 @@ class ExperimentConfig:
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
     quarantine: QuarantineConfig = dataclasses.field(default_factory=QuarantineConfig)
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    views: ViewsConfig = dataclasses.field(default_factory=ViewsConfig)
     clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     simulation: SimulationConfig = dataclasses.field(default_factory=SimulationConfig)
@@ -585,6 +608,19 @@ class ExperimentConfig:
                 "needs algorithm.combine to take per-sample weights (class_weighted, "
                 f"class_weighted_reputation, or a rule with takes_sample_weights); "
                 f"algorithm={self.algorithm.kind} has {getattr(rule, '__name__', 'no rule')}",
+            )
+        if self.views.spec.active:
+            require(
+                isinstance(self.algorithm, Distillation),
+                "views",
+                f"are views of the public set for soft labels; algorithm={self.algorithm.kind} "
+                "shares none",
+            )
+            require(
+                not getattr(self.algorithm, "consensus_memory", False),
+                "views",
+                "differ every round, so a sample's consensus cannot be averaged over rounds: "
+                "set algorithm.consensus_memory=false",
             )
         if not isinstance(self.algorithm, Distillation):
             require(

@@ -10,6 +10,8 @@ server -> client  ``train.kd_round``
             student's state under it, so a resumed run finds it and a new run does not),
             ``PUBLIC_SEED`` (list of ints) + ``PUBLIC_COUNT`` -- predict on the public subset
             :func:`fedkd.sampling.public_subset` draws from them (a seed, not a list of indices);
+            with ``views.*`` on, ``VIEW_SEED``: answer on the views :class:`fedkd.views.Views`
+            draws from it, and ``CONSENSUS_VIEW_SEED``: the teacher is on those views;
     arrays  ``ROUND_ARRAYS``: optionally ``CONSENSUS_INDICES`` (int32, (m,)) and the parts of
             ``CONSENSUS_PROBS`` ((m, K) probabilities, encoded by ``algorithm.codec``) -- the
             teacher to digest before local training, only on the samples this client will use.
@@ -49,6 +51,8 @@ SERVER_ROUND: Final = "server-round"
 RUN_TOKEN: Final = "run-token"
 PUBLIC_SEED: Final = "public-seed"
 PUBLIC_COUNT: Final = "public-count"
+VIEW_SEED: Final = "view-seed"  # (views.* on) the round's views of the public samples
+CONSENSUS_VIEW_SEED: Final = "consensus-view-seed"  # (views.* on) the views the teacher is on
 CONSENSUS_INDICES: Final = "consensus-indices"
 CONSENSUS_PROBS: Final = "consensus-probs"
 SOFT_LABELS: Final = "soft-labels"

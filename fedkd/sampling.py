@@ -25,6 +25,20 @@ def round_public_seed(seed: int, server_round: int) -> list[int]:
     return [seed, server_round, 1]
 
 
+def round_view_seed(seed: int, server_round: int) -> list[int]:
+    """The seed of ``server_round``'s views of the public samples (``views.*``)."""
+    return [seed, server_round, 3]
+
+
+def parse_seed(value: object, key: str) -> list[int]:
+    """A seed received in a message: a non-empty list of non-negative ints, else ValueError."""
+    given = value if isinstance(value, list) else []
+    seed = [s for s in given if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
+    if not seed or len(seed) != len(given):
+        raise ValueError(f"'{key}' must be a list of non-negative ints, got {value!r}")
+    return seed
+
+
 def teacher_subset(
     num_teacher: int, num_private: int, seed: int, minimum: int = 0
 ) -> NDArray[np.int64]:

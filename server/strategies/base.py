@@ -48,7 +48,7 @@ from fedkd.codecs import PROBS, CodecError
 from fedkd.config import ExperimentConfig
 from fedkd.data import DatasetSplits
 from fedkd.results import RoundRecord, RunRecorder, client_accuracy_stats
-from fedkd.sampling import public_subset, round_public_seed, teacher_subset
+from fedkd.sampling import public_subset, round_public_seed, round_view_seed, teacher_subset
 from fedkd.training import (
     TrainConfig,
     accuracy_of_probs,
@@ -79,6 +79,7 @@ class ServerState:
     memory_count: np.ndarray | None = None  # (num_public, K) weight behind each running mean
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
     consensus_probs: np.ndarray | None = None  # (m, K)
+    consensus_view_seed: list[int] | None = None  # (views.*) the views the consensus is on
 
 
 @dataclass
@@ -155,6 +156,7 @@ class DistillationStrategy(ABC):
             if decay > 0
             else None
         )
+        self.views = cfg.views.spec
         self._public_x = torch.from_numpy(splits.public.x)
         self._test_x = torch.from_numpy(splits.test.x)
         self._test_y = torch.from_numpy(splits.test.y)
@@ -206,13 +208,16 @@ class DistillationStrategy(ABC):
             probs = post(probs)
         return np.asarray(probs, dtype=np.float32), combined
 
-    def client_teacher(self, public_idx: np.ndarray, consensus: np.ndarray) -> np.ndarray:
+    def client_teacher(
+        self, public_idx: np.ndarray, consensus: np.ndarray, view_seed: list[int] | None = None
+    ) -> np.ndarray:
         """What the clients digest next round: the consensus itself, or (``algorithm.
         client_teacher=global``) the freshly distilled global model's predictions, which are
-        smoother from round to round than a consensus of a few sampled clients."""
+        smoother from round to round than a consensus of a few sampled clients (on the views
+        of ``view_seed``, with ``views.*`` on)."""
         if self.algorithm.client_teacher == "consensus":
             return consensus
-        logits = predict_logits(self.served_model, self._public_x[public_idx])
+        logits = predict_logits(self.served_model, self.public_inputs(public_idx, view_seed))
         return torch.softmax(logits / self.algorithm.temperature, dim=1).numpy()
 
     def distillation_set(
@@ -380,8 +385,10 @@ class DistillationStrategy(ABC):
             record.server = self.distill_global(server_round, distill_idx, targets)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.global_model)
+            view_seed = self.view_seed(server_round)
             self.state.consensus_indices = distill_idx
-            self.state.consensus_probs = self.client_teacher(distill_idx, targets)
+            self.state.consensus_probs = self.client_teacher(distill_idx, targets, view_seed)
+            self.state.consensus_view_seed = view_seed
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
         record.global_accuracy, record.global_loss = evaluate(
@@ -458,6 +465,18 @@ class DistillationStrategy(ABC):
         """The seed of this round's public subset (sent; clients draw the same subset)."""
         return round_public_seed(self.cfg.seed, server_round)
 
+    def view_seed(self, server_round: int) -> list[int] | None:
+        """The seed of this round's views of the public samples (sent), or None without
+        ``views.*``: clients answer on the samples themselves."""
+        return round_view_seed(self.cfg.seed, server_round) if self.views.active else None
+
+    def public_inputs(self, idx: np.ndarray, view_seed: list[int] | None) -> torch.Tensor:
+        """Public samples ``idx`` (n, C, H, W), or their views drawn from ``view_seed``: the very
+        inputs the clients labelled."""
+        if view_seed is None:
+            return self._public_x[idx]
+        return torch.from_numpy(self.views(self.splits.public.x, idx, view_seed))
+
     def sample_public(self, server_round: int) -> np.ndarray:
         """Sorted indices (int32) of this round's public subset."""
         num_public = len(self.splits.public)
@@ -490,6 +509,11 @@ class DistillationStrategy(ABC):
                 protocol.PUBLIC_COUNT: len(public_idx),
             }
         )
+        view_seed = self.view_seed(server_round)
+        if view_seed is not None:
+            config[protocol.VIEW_SEED] = view_seed
+            if self.state.consensus_view_seed is not None:
+                config[protocol.CONSENSUS_VIEW_SEED] = self.state.consensus_view_seed
         return [
             Message(
                 RecordDict(
@@ -636,12 +660,12 @@ class DistillationStrategy(ABC):
     def distill_global(
         self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray
     ) -> dict[str, float]:
-        """Distil the global model toward the consensus on this round's public subset; return
-        the loss terms (recorded as ``server_<term>``)."""
+        """Distil the global model toward the consensus on this round's public subset (its
+        views, with ``views.*`` on); return the loss terms (recorded as ``server_<term>``)."""
         model_cfg = self.cfg.model
         terms = train(
             self.global_model,
-            self._public_x[public_idx],
+            self.public_inputs(public_idx, self.view_seed(server_round)),
             torch.from_numpy(consensus),
             make_kd_loss(self.algorithm.temperature),
             TrainConfig(

@@ -40,7 +40,8 @@ class FedDF(FedMD):
         order = rng.permutation(len(public_idx))
         num_holdout = max(1, round(algo.holdout_fraction * len(public_idx)))
         holdout, fit = order[:num_holdout], order[num_holdout:]
-        x_fit, x_holdout = self._public_x[public_idx[fit]], self._public_x[public_idx[holdout]]
+        inputs = self.public_inputs(public_idx, self.view_seed(server_round))
+        x_fit, x_holdout = inputs[fit], inputs[holdout]
         targets = torch.from_numpy(consensus)
         model = self.global_model
 

@@ -94,6 +94,10 @@ def test_client_sampling_fraction_and_minimum():
         ("algorithm=fedavg model.lr_schedule=cosine", "model.lr_schedule"),  # nothing distilled
         ("algorithm=dsfl clients.abstain=0.2", "clients.abstain"),  # its mean takes no weights
         ("dp.epsilon=8 clients.abstain=0.2", "clients.abstain"),  # the mask would leak records
+        ("views.zoom=0.5", "views.zoom"),
+        ("views.mixup=-1", "views.mixup"),
+        ("views.shift=2", "views"),  # the recommended method's running consensus: per sample
+        ("algorithm=fedavg views.flip=true", "views"),  # no soft labels to take on views
     ],
 )
 def test_bad_values_name_the_key(override, key):

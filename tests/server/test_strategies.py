@@ -525,3 +525,55 @@ def test_clients_abstain_where_they_know_least_and_a_bad_mask_is_rejected(tmp_pa
     plain = _strategy(digits_config(), tmp_path / "plain").run_round(_grid(digits_config()), 1)
     extra = record.clients[0]["uplink_bytes"] - plain.clients[0]["uplink_bytes"]
     assert 500 // 8 <= extra <= 500 // 8 + 200
+
+
+def test_clients_answer_on_the_exact_views_the_global_model_learns_on(tmp_path, monkeypatch):
+    """views.*: every client predicts on, and next round digests, the very views the server
+    distils the global model on -- built on each side from the seed in the message."""
+    import clients.base as client_base
+    import server.strategies.base as base
+    from fedkd.sampling import round_view_seed
+
+    cfg = digits_config(
+        "views.zoom=1.5",
+        "views.shift=1",
+        "views.flip=true",
+        "views.mixup=1.0",
+        "algorithm.consensus_memory=false",
+        "algorithm.memory_decay=1.0",
+    )
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    predicted, taught, distilled = [], [], []
+    real_predict, real_fit, real_train = (
+        client_base.predict_logits,
+        client_base.KDClient._fit_private,
+        base.train,
+    )
+
+    def predict(model, x, *args, **kwargs):
+        predicted.append(x.clone())
+        return real_predict(model, x, *args, **kwargs)
+
+    def fit(self, x, targets, loss_fn, train_cfg):
+        taught.append(x[len(self.private) :].clone())  # the teacher's samples follow its own
+        return real_fit(self, x, targets, loss_fn, train_cfg)
+
+    def distil(model, x, *args, **kwargs):
+        distilled.append(x.clone())
+        return real_train(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(client_base, "predict_logits", predict)
+    monkeypatch.setattr(client_base.KDClient, "_fit_private", fit)
+    monkeypatch.setattr(base, "train", distil)
+    first = strategy.run_round(grid, 1)
+    idx = strategy.sample_public(1)
+    views = strategy.public_inputs(idx, round_view_seed(cfg.seed, 1))
+    assert len(predicted) == 4 and all(torch.equal(x, views) for x in predicted)
+    assert torch.equal(distilled[0], views)
+    assert not torch.equal(views, torch.from_numpy(strategy.splits.public.x[idx]))
+    assert first.num_accepted == 4 and first.global_accuracy > 0.5
+
+    rows = {row.numpy().tobytes() for row in views}  # round 1's views
+    strategy.run_round(grid, 2)
+    assert len(taught) == 8 and all(len(x) for x in taught[4:])
+    assert all(row.numpy().tobytes() in rows for x in taught[4:] for row in x)
