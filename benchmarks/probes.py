@@ -55,6 +55,9 @@ def _confidence(power: float) -> tuple[str, ...]:
 
 COSINE = ("model.lr_schedule=cosine",)
 MNIST_PUBLIC = ("public=mnist", "dataset.num_private=50000")  # = experiment fmnist_public_mnist
+NO_MEMORY = ("algorithm.consensus_memory=false", "algorithm.memory_decay=1.0")
+VIEWS = ("views.shift=2", "views.flip=true", "views.mixup=1.0")
+OOD_VIEWS = ("views.zoom=2.0", *VIEWS)  # a zoomed MNIST stroke looks more like a garment
 
 # One grid, the levers in the order they were built; ``--only <name>`` runs some of them.
 GRIDS = {
@@ -77,6 +80,13 @@ GRIDS = {
             # lever 1, client side: abstain on the public samples farthest from one's own data
             Variant("abstain30", ("clients.abstain=0.3",)),
             Variant("mnist_abstain30", (*MNIST_PUBLIC, "clients.abstain=0.3"), (0.5,)),
+            # lever 3, consistent views (fedkd.views): clients label the same zoomed, shifted,
+            # mirrored and mixed views the global model learns on (no running consensus: a
+            # view differs every round); above all for a public set from another domain
+            Variant("mnist_views", (*MNIST_PUBLIC, *OOD_VIEWS, *NO_MEMORY), (0.5,)),
+            Variant("mnist_no_memory", (*MNIST_PUBLIC, *NO_MEMORY), (0.5,)),
+            Variant("views", (*VIEWS, *NO_MEMORY)),
+            Variant("no_memory", NO_MEMORY),
         ),
         seeds=(0,),
     ),
