@@ -28,6 +28,7 @@ from fedkd.training import (
     derive_seed,
     evaluate,
     local_epochs,
+    loss_metric,
     make_kd_loss,
     predict_logits,
     supervised_loss,
@@ -145,14 +146,14 @@ class KDClient(ABC):
     def _learn_sequentially(self, task: RoundTask) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if task.consensus_probs is not None and task.consensus_indices is not None:
-            digest = train(
+            digest = train(  # (clients.digest_epochs=0: no step, and no loss to report)
                 self.model,
                 self.public_inputs(task.consensus_indices, task.consensus_view_seed),
                 torch.from_numpy(task.consensus_probs.astype(np.float32)),
                 make_kd_loss(self.digest_temperature),
                 self._train_config(self.cfg.clients.digest_epochs, task.server_round, 0),
             )
-            metrics[protocol.DIGEST_LOSS] = digest.get("total", float("nan"))
+            metrics.update(loss_metric(protocol.DIGEST_LOSS, digest))
         return {**metrics, **self._revisit(task.server_round)}
 
     def _revisit(self, server_round: int) -> dict[str, float]:
@@ -164,7 +165,7 @@ class KDClient(ABC):
             supervised_loss,
             self._train_config(self._local_epochs(len(self.private)), server_round, 1),
         )
-        return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
+        return loss_metric(protocol.TRAIN_LOSS, terms)
 
     def _fit_private(
         self, x: Tensor, targets: Tensor, loss_fn: LossFn, cfg: TrainConfig
@@ -196,4 +197,4 @@ class KDClient(ABC):
             make_kd_loss(1.0),
             self._train_config(self._local_epochs(len(x) + len(public)), task.server_round, 1),
         )
-        return {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
+        return loss_metric(protocol.TRAIN_LOSS, terms)

@@ -16,6 +16,7 @@ from fedkd.training import (
     derive_seed,
     evaluate,
     local_epochs,
+    loss_metric,
     supervised_loss,
     train,
 )
@@ -48,7 +49,7 @@ def local_update(
             augment=cfg.clients.augment,
         ),
     )
-    metrics = {protocol.TRAIN_LOSS: terms.get("total", float("nan"))}
+    metrics = loss_metric(protocol.TRAIN_LOSS, terms)
     if len(test):
         acc, loss = evaluate(model, torch.from_numpy(test.x), torch.from_numpy(test.y))
         metrics[protocol.TEST_ACCURACY], metrics[protocol.TEST_LOSS] = acc, loss

@@ -439,6 +439,12 @@ class ClientsConfig(_Augmented):
             str(client_id), self.architectures[client_id % len(self.architectures)]
         )
 
+    @property
+    def digests(self) -> bool:
+        """Whether clients learn from the teacher the server sends (not under the sequential
+        schedule with ``digest_epochs: 0``: clients that only train on their own data)."""
+        return self.kd_schedule == "joint" or self.digest_epochs > 0
+
     def num_sampled(self, num_available: int) -> int:
         """How many of ``num_available`` clients take part in a round."""
         return min(num_available, max(self.min_clients, round(self.fraction * num_available)))

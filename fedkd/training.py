@@ -154,3 +154,9 @@ def seed_everything(seed: int) -> None:
 def derive_seed(*parts: int) -> int:
     """A stable 63-bit seed from integers (run seed, round, client id, ...)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def loss_metric(key: str, terms: dict[str, float]) -> dict[str, float]:
+    """``{key: total loss}`` of a training call, or nothing when it took no step (no epochs, no
+    data, a spent DP budget): a loss never computed is not reported (the server rejects NaN)."""
+    return {key: terms["total"]} if "total" in terms else {}

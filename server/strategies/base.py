@@ -512,7 +512,7 @@ class DistillationStrategy(ABC):
         view_seed = self.view_seed(server_round)
         if view_seed is not None:
             config[protocol.VIEW_SEED] = view_seed
-            if self.state.consensus_view_seed is not None:
+            if self.state.consensus_view_seed is not None and self.cfg.clients.digests:
                 config[protocol.CONSENSUS_VIEW_SEED] = self.state.consensus_view_seed
         return [
             Message(
@@ -533,8 +533,9 @@ class DistillationStrategy(ABC):
         ]
 
     def _teacher_arrays(self, server_round: int, client: ClientInfo) -> dict[str, Array]:
-        """The consensus this client digests (indices and encoded probabilities), if any."""
-        if self.state.consensus_probs is None:
+        """The consensus this client digests (indices and encoded probabilities), if any (none
+        to clients that do not digest: ``clients.digest_epochs: 0``)."""
+        if self.state.consensus_probs is None or not self.cfg.clients.digests:
             return {}
         assert self.state.consensus_indices is not None
         idx, probs = self.state.consensus_indices, self.state.consensus_probs

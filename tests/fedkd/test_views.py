@@ -77,7 +77,8 @@ def test_mixup_leans_towards_the_sample_itself():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "word"), [({"zoom": 0.5}, "zoom"), ({"shift": -1}, "shift"), ({"mixup": -1}, "mixup")]
+    ("kwargs", "word"),
+    [({"zoom": 0.5}, "zoom"), ({"shift": -1}, "shift"), ({"mixup": -1}, "mixup")],
 )
 def test_bad_parameters_are_refused(kwargs, word):
     with pytest.raises(ValueError, match=word):

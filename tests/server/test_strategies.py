@@ -577,3 +577,20 @@ def test_clients_answer_on_the_exact_views_the_global_model_learns_on(tmp_path, 
     strategy.run_round(grid, 2)
     assert len(taught) == 8 and all(len(x) for x in taught[4:])
     assert all(row.numpy().tobytes() in rows for x in taught[4:] for row in x)
+
+
+def test_clients_that_do_not_digest_get_no_teacher_and_report_no_loss_they_did_not_compute(
+    tmp_path,
+):
+    """clients.kd_schedule=sequential clients.digest_epochs=0: from round 2 on no teacher is
+    sent, and the replies (with no digest loss to report, not a NaN) are all accepted."""
+    cfg = digits_config("clients.kd_schedule=sequential", "clients.digest_epochs=0")
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    strategy.run_round(grid, 1)
+    clients = strategy.roster.sample(2, strategy.roster.update(grid))
+    messages = strategy.configure_round(2, clients, strategy.sample_public(2))
+    assert all(not m.content.array_records[protocol.ROUND_ARRAYS] for m in messages)
+    second = strategy.run_round(grid, 2)
+    assert second.num_accepted == 4 and not second.rejected
+    assert all(protocol.DIGEST_LOSS not in c for c in second.clients)
+    assert all(protocol.TRAIN_LOSS in c for c in second.clients)
