@@ -30,7 +30,10 @@ cosine schedule over all its epochs:
   predictions), ``mnist-cnn-teacher-fedkd-views-40`` (each epoch fresh :class:`fedkd.views.Views`
   of every digit -- zoomed, shifted, mirrored, mixed -- labelled by the teacher on that view: what
   ``views.*`` gives a federation) and ``mnist-cnn-teacher-mild-views-40`` (the same without the
-  zoom).
+  zoom); ``mnist-local-clients-fedkd-views-40``: the teacher a federation whose clients never
+  learn from each other could at best give -- the benchmark's 20 clients (Dirichlet alpha = 0.5,
+  the heterogeneous zoo) each trained alone for 5 epochs on its own partition, merged per class
+  by their class counts (``class_weighted``), all 20 on every view.
 
 Writes ``benchmarks/results/ceiling/``: ``ceiling.json`` (per-epoch curves and the teachers' test
 accuracy), ``table.md`` and ``ceiling.png``. The centrally trained teachers are cached (weights,
@@ -41,16 +44,19 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fedkd.aggregation import class_weighted_mean
 from fedkd.augment import Augment
 from fedkd.config import compose
 from fedkd.data import FMNIST_MEAN, FMNIST_STD
-from fedkd.experiment import build_global_model, load_data
+from fedkd.experiment import build_client_model, build_global_model, client_private_data, load_data
 from fedkd.logs import configure_logging
 from fedkd.models.zoo import build_model
 from fedkd.training import (
@@ -101,6 +107,7 @@ class Probe:
     mixup: bool = False  # those views mixed pairwise, the mix labelled by the teachers
     public: str = "fmnist"  # or "mnist": the 10 k MNIST digits as the public set
     fedkd_views: Views | None = None  # fresh views of every sample each epoch (fedkd.views)
+    local_clients: bool = False  # teacher: the federation's clients trained alone, merged
 
 
 ZOO = ("cnn", "mlp", "wide_cnn", "resnet")
@@ -126,7 +133,16 @@ PROBES = (
         public="mnist",
         fedkd_views=Views(shift=2, flip=True, mixup=1.0),
     ),
+    Probe(
+        "mnist-local-clients-fedkd-views-40",
+        (),
+        40,
+        public="mnist",
+        fedkd_views=Views(zoom=2.0, shift=2, flip=True, mixup=1.0),
+        local_clients=True,
+    ),
 )
+LOCAL_EPOCHS = 5
 VIEWS = Augment(shift=2, flip=True)
 CACHE = Path.home() / ".cache" / "fedkd" / "ceiling"
 
@@ -164,6 +180,33 @@ def mnist_public(seed: int) -> np.ndarray:
     return load_data(cfg).public.x
 
 
+def local_clients_teacher(seed: int, test_x, test_y) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The class-weighted merge of the benchmark's 20 clients, each trained alone."""
+    cfg = compose(["experiment=fmnist_public_mnist", "partition.alpha=0.5", f"seed={seed}",
+                   *FMNIST_STATS])  # fmt: skip
+    splits = load_data(cfg)
+    models, counts = [], []
+    for cid in range(cfg.clients.num_clients):
+        data = client_private_data(cfg, cid, cfg.clients.num_clients)
+        torch.manual_seed(derive_seed(seed, cid, 12))
+        model = build_client_model(cfg, cid, splits)
+        train(model, torch.from_numpy(data.x), torch.from_numpy(data.y), supervised_loss,
+              TrainConfig(LOCAL_EPOCHS, cfg.clients.batch_size, cfg.clients.lr,
+                          derive_seed(seed, cid, 13)))  # fmt: skip
+        models.append(model.eval())
+        counts.append(np.bincount(data.y, minlength=splits.num_classes))
+    weights = np.array(counts, dtype=np.float64)
+
+    @torch.no_grad()
+    def teach(x: torch.Tensor) -> torch.Tensor:
+        probs = np.stack([torch.softmax(predict_logits(m, x), dim=1).numpy() for m in models])
+        return torch.from_numpy(class_weighted_mean(probs, weights)[0].astype(np.float32))
+
+    hits = teach(test_x).argmax(1) == test_y
+    log.info("seed %d: the 20 clients trained alone, merged: %.4f", seed, hits.float().mean())
+    return teach
+
+
 def probe_curve(probe: Probe, teachers, cfg, splits, seed: int) -> list[float]:
     """Test accuracy after each epoch of distilling a fresh global CNN as ``probe`` says."""
     public_np = mnist_public(seed) if probe.public == "mnist" else splits.public.x
@@ -175,7 +218,11 @@ def probe_curve(probe: Probe, teachers, cfg, splits, seed: int) -> list[float]:
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.model.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     loss_fn = make_kd_loss(1.0)
-    fixed = None if probe.views else ensemble_probs(teachers, public_x)
+    if probe.local_clients:
+        teach = local_clients_teacher(seed, test_x, test_y)
+    else:
+        teach = partial(ensemble_probs, teachers)
+    fixed = None if probe.views or probe.fedkd_views else teach(public_x)
     everything = np.arange(len(public_np))
     generator = torch.Generator().manual_seed(derive_seed(seed, 3))
     mix = np.random.default_rng(derive_seed(seed, 5))  # mixup's lambda ~ Beta(1, 1)
@@ -185,7 +232,7 @@ def probe_curve(probe: Probe, teachers, cfg, splits, seed: int) -> list[float]:
         for epoch in range(probe.epochs):
             if probe.fedkd_views is not None:  # this epoch's views, labelled on themselves
                 public_x = torch.from_numpy(probe.fedkd_views(public_np, everything, [seed, epoch]))
-                fixed = ensemble_probs(teachers, public_x)
+                fixed = teach(public_x)
             student.train()
             order = torch.randperm(len(public_x), generator=generator)
             for start in range(0, len(order), batch):
@@ -196,7 +243,7 @@ def probe_curve(probe: Probe, teachers, cfg, splits, seed: int) -> list[float]:
                         lam = float(mix.beta(1.0, 1.0))
                         partner = torch.randperm(len(idx), generator=generator)
                         inputs = lam * inputs + (1 - lam) * inputs[partner]
-                    targets = ensemble_probs(teachers, inputs)
+                    targets = teach(inputs)
                 else:
                     assert fixed is not None
                     inputs, targets = public_x[idx], fixed[idx]
