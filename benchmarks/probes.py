@@ -57,6 +57,7 @@ COSINE = ("model.lr_schedule=cosine",)
 MNIST_PUBLIC = ("public=mnist", "dataset.num_private=50000")  # = experiment fmnist_public_mnist
 NO_MEMORY = ("algorithm.consensus_memory=false", "algorithm.memory_decay=1.0")
 VIEWS = ("views.shift=2", "views.flip=true", "views.mixup=1.0")
+REPLAY4 = ("algorithm.replay_rounds=4", "model.distill_epochs=1")
 NO_DIGEST = ("clients.kd_schedule=sequential", "clients.digest_epochs=0")
 ALL_TOP2 = ("public_per_round=10000", "algorithm.codec={name: topk, k: 2, values: int8}")
 OOD_VIEWS = ("views.zoom=2.0", *VIEWS)  # a zoomed MNIST stroke looks more like a garment
@@ -93,6 +94,13 @@ GRIDS = {
             Variant(
                 "mnist_views_10k_nodigest",
                 (*MNIST_PUBLIC, *OOD_VIEWS, *NO_MEMORY, *ALL_TOP2, *NO_DIGEST),
+                (0.5,),
+            ),
+            # ... distilled each round on the last 5 rounds' views (1 epoch: as many steps as 3
+            # epochs on 2 rounds' worth): a teacher of about 20 clients instead of 4
+            Variant(
+                "mnist_views_10k_nodigest_replay4",
+                (*MNIST_PUBLIC, *OOD_VIEWS, *NO_MEMORY, *ALL_TOP2, *NO_DIGEST, *REPLAY4),
                 (0.5,),
             ),
             Variant("mnist_no_memory", (*MNIST_PUBLIC, *NO_MEMORY), (0.5,)),

@@ -81,6 +81,9 @@ class Distillation(Algorithm):
     memory_decay: float = 1.0  # < 1: each round, earlier rounds' weight is multiplied by this
     client_teacher: str = "consensus"  # what clients digest: the consensus, or the global model
     distill_on_memory: bool = False  # the server distils on every remembered public sample
+    # the server also distils on the previous N rounds' samples (or views) with the consensus
+    # they got then: a teacher of several rounds' clients, where views rule out per-sample memory
+    replay_rounds: int = 0
     codec: Component = component_field("codec", "float16")  # soft labels on the wire, both ways
 
     def __post_init__(self) -> None:
@@ -95,6 +98,12 @@ class Distillation(Algorithm):
             self.consensus_memory or not self.distill_on_memory,
             "distill_on_memory",
             "needs algorithm.consensus_memory=true",
+        )
+        _require(self.replay_rounds >= 0, "replay_rounds", "must be >= 0 (0: off)")
+        _require(
+            not (self.replay_rounds and self.distill_on_memory),
+            "replay_rounds",
+            "repeats what algorithm.distill_on_memory already distils on: use one of the two",
         )
         _require(
             self.client_teacher in CLIENT_TEACHERS,

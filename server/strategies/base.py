@@ -80,6 +80,9 @@ class ServerState:
     consensus_indices: np.ndarray | None = None  # (m,) public indices of the last consensus
     consensus_probs: np.ndarray | None = None  # (m, K)
     consensus_view_seed: list[int] | None = None  # (views.*) the views the consensus is on
+    # (algorithm.replay_rounds) the previous rounds' distillation sets, newest last:
+    # (public indices (m,), their views' seed or None, targets (m, K))
+    replay: list[tuple[np.ndarray, list[int] | None, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -232,6 +235,26 @@ class DistillationStrategy(ABC):
         idx = np.flatnonzero(memory.sum(axis=1))
         return idx, _remembered(self.state.memory_sum[idx], memory[idx])
 
+    def distillation_data(
+        self, server_round: int, public_idx: np.ndarray, consensus: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs (n, C, H, W) and target probabilities (n, K) the global model learns from
+        this round: the distillation set (its views, with ``views.*`` on), followed by the sets
+        of the previous ``algorithm.replay_rounds`` rounds with the targets they had then."""
+        inputs = [self.public_inputs(public_idx, self.view_seed(server_round))]
+        targets = [consensus]
+        for idx, view_seed, old in self.state.replay:
+            inputs.append(self.public_inputs(idx, view_seed))
+            targets.append(old)
+        return torch.cat(inputs), torch.from_numpy(np.concatenate(targets).astype(np.float32))
+
+    def keep_for_replay(self, server_round: int, idx: np.ndarray, targets: np.ndarray) -> None:
+        """Keep this round's distillation set for the next ``algorithm.replay_rounds`` rounds."""
+        keep = self.algorithm.replay_rounds
+        if keep:
+            replay = [*self.state.replay, (idx, self.view_seed(server_round), targets)]
+            self.state.replay = replay[-keep:]
+
     def remember(
         self, public_idx: np.ndarray, consensus: np.ndarray, class_weight: np.ndarray | None = None
     ) -> np.ndarray:
@@ -383,6 +406,7 @@ class DistillationStrategy(ABC):
                 }
             distill_idx, targets = self.distillation_set(public_idx, consensus)
             record.server = self.distill_global(server_round, distill_idx, targets)
+            self.keep_for_replay(server_round, distill_idx, targets)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.global_model)
             view_seed = self.view_seed(server_round)
@@ -664,10 +688,11 @@ class DistillationStrategy(ABC):
         """Distil the global model toward the consensus on this round's public subset (its
         views, with ``views.*`` on); return the loss terms (recorded as ``server_<term>``)."""
         model_cfg = self.cfg.model
+        inputs, targets = self.distillation_data(server_round, public_idx, consensus)
         terms = train(
             self.global_model,
-            self.public_inputs(public_idx, self.view_seed(server_round)),
-            torch.from_numpy(consensus),
+            inputs,
+            targets,
             make_kd_loss(self.algorithm.temperature),
             TrainConfig(
                 epochs=model_cfg.distill_epochs,

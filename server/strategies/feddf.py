@@ -13,7 +13,6 @@ Clients are then refreshed from the global model's predictions (``client_teacher
 import copy
 
 import numpy as np
-import torch
 
 from fedkd.algorithms import FedDF as FedDFConfig
 from fedkd.losses import kd_loss
@@ -36,13 +35,12 @@ class FedDF(FedMD):
     ) -> dict[str, float]:
         algo, model_cfg = self.algorithm, self.cfg.model
         assert isinstance(algo, FedDFConfig)
+        inputs, targets = self.distillation_data(server_round, public_idx, consensus)
         rng = np.random.default_rng([self.cfg.seed, server_round, 3])
-        order = rng.permutation(len(public_idx))
-        num_holdout = max(1, round(algo.holdout_fraction * len(public_idx)))
+        order = rng.permutation(len(inputs))
+        num_holdout = max(1, round(algo.holdout_fraction * len(inputs)))
         holdout, fit = order[:num_holdout], order[num_holdout:]
-        inputs = self.public_inputs(public_idx, self.view_seed(server_round))
         x_fit, x_holdout = inputs[fit], inputs[holdout]
-        targets = torch.from_numpy(consensus)
         model = self.global_model
 
         def holdout_loss() -> float:

@@ -594,3 +594,49 @@ def test_clients_that_do_not_digest_get_no_teacher_and_report_no_loss_they_did_n
     assert second.num_accepted == 4 and not second.rejected
     assert all(protocol.DIGEST_LOSS not in c for c in second.clients)
     assert all(protocol.TRAIN_LOSS in c for c in second.clients)
+
+
+def test_replay_distils_on_the_previous_rounds_views_with_the_targets_they_had(
+    tmp_path, monkeypatch
+):
+    """algorithm.replay_rounds=2: from round 3 on the global model learns from this round's
+    views and consensus followed by those of the two rounds before, never older ones."""
+    import server.strategies.base as base
+    from fedkd.sampling import round_view_seed
+
+    cfg = digits_config(
+        "views.shift=1",
+        "algorithm.consensus_memory=false",
+        "algorithm.memory_decay=1.0",
+        "algorithm.replay_rounds=2",
+        "algorithm.client_teacher=consensus",
+    )
+    strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
+    seen, real_train = [], base.train
+
+    def spy(model, x, targets, *args, **kwargs):
+        seen.append((x.clone(), targets.clone()))
+        return real_train(model, x, targets, *args, **kwargs)
+
+    monkeypatch.setattr(base, "train", spy)
+    consensus = {}
+    for r in (1, 2, 3, 4):
+        strategy.run_round(grid, r)
+        consensus[r] = strategy.state.consensus_probs.copy()  # (the consensus itself)
+    n = len(strategy.sample_public(1))
+    assert [len(x) for x, _ in seen] == [n, 2 * n, 3 * n, 3 * n]
+    x4, y4 = seen[3]
+    for block, r in enumerate((4, 2, 3)):  # this round's first, then the kept ones, oldest first
+        rows = slice(block * n, (block + 1) * n)
+        views = strategy.public_inputs(strategy.sample_public(r), round_view_seed(cfg.seed, r))
+        assert torch.equal(x4[rows], views)
+        np.testing.assert_array_equal(y4[rows].numpy(), consensus[r])
+    assert len(strategy.state.replay) == 2
+
+
+def test_replay_rounds_and_distill_on_memory_are_refused_together():
+    from fedkd.config import compose
+    from fedkd.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"algorithm\.replay_rounds"):
+        compose(["algorithm.distill_on_memory=true", "algorithm.replay_rounds=2"])
