@@ -123,7 +123,7 @@ GRIDS = {
     # zoomed views of 8 000 digits a round (top-2 soft labels: under 0.05 MB), clients that keep
     # to their own data, the global model distilled on the last 5 rounds' views
     "ood": Grid(
-        variants=(Variant("mnist_views_replay4", (*MNIST_PUBLIC, *OOD_METHOD)),),
+        variants=(Variant("mnist_views_replay4", (*MNIST_PUBLIC, *OOD_METHOD), (0.5,)),),
         seeds=(0,),
         rounds=50,
     ),
