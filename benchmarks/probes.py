@@ -124,7 +124,15 @@ GRIDS = {
     # to their own data, the global model distilled on the last 5 rounds' views with one cosine
     # schedule over the run (the clients' teacher settles: they no longer learn from it)
     "ood": Grid(
-        variants=(Variant("mnist_views_replay4", (*MNIST_PUBLIC, *OOD_METHOD), (0.5,)),),
+        variants=(
+            Variant("mnist_views_replay4", (*MNIST_PUBLIC, *OOD_METHOD), (0.5,)),
+            # zoom up to 3x (the oracle's best in a 20-epoch sweep) and 8 rounds replayed
+            Variant(
+                "mnist_views3_replay8",
+                (*MNIST_PUBLIC, *OOD_METHOD, "views.zoom=3.0", "algorithm.replay_rounds=8"),
+                (0.5,),
+            ),
+        ),
         seeds=(0,),
         rounds=50,
     ),
