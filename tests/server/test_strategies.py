@@ -599,8 +599,8 @@ def test_clients_that_do_not_digest_get_no_teacher_and_report_no_loss_they_did_n
 def test_replay_distils_on_the_previous_rounds_views_with_the_targets_they_had(
     tmp_path, monkeypatch
 ):
-    """algorithm.replay_rounds=2: from round 3 on the global model learns from this round's
-    views and consensus followed by those of the two rounds before, never older ones."""
+    """algorithm.replay_rounds=1: from round 2 on the global model learns from this round's
+    views and consensus followed by those of the round before, never older ones."""
     import server.strategies.base as base
     from fedkd.sampling import round_view_seed
 
@@ -608,7 +608,7 @@ def test_replay_distils_on_the_previous_rounds_views_with_the_targets_they_had(
         "views.shift=1",
         "algorithm.consensus_memory=false",
         "algorithm.memory_decay=1.0",
-        "algorithm.replay_rounds=2",
+        "algorithm.replay_rounds=1",
         "algorithm.client_teacher=consensus",
     )
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
@@ -620,18 +620,18 @@ def test_replay_distils_on_the_previous_rounds_views_with_the_targets_they_had(
 
     monkeypatch.setattr(base, "train", spy)
     consensus = {}
-    for r in (1, 2, 3, 4):
+    for r in (1, 2, 3):
         strategy.run_round(grid, r)
         consensus[r] = strategy.state.consensus_probs.copy()  # (the consensus itself)
     n = len(strategy.sample_public(1))
-    assert [len(x) for x, _ in seen] == [n, 2 * n, 3 * n, 3 * n]
-    x4, y4 = seen[3]
-    for block, r in enumerate((4, 2, 3)):  # this round's first, then the kept ones, oldest first
+    assert [len(x) for x, _ in seen] == [n, 2 * n, 2 * n]
+    x3, y3 = seen[2]
+    for block, r in enumerate((3, 2)):  # this round's first, then the kept one
         rows = slice(block * n, (block + 1) * n)
         views = strategy.public_inputs(strategy.sample_public(r), round_view_seed(cfg.seed, r))
-        assert torch.equal(x4[rows], views)
-        np.testing.assert_array_equal(y4[rows].numpy(), consensus[r])
-    assert len(strategy.state.replay) == 2
+        assert torch.equal(x3[rows], views)
+        np.testing.assert_array_equal(y3[rows].numpy(), consensus[r])
+    assert len(strategy.state.replay) == 1
 
 
 def test_replay_rounds_and_distill_on_memory_are_refused_together():
