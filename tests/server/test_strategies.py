@@ -632,6 +632,11 @@ def test_replay_distils_on_the_previous_rounds_views_with_the_targets_they_had(
         assert torch.equal(x3[rows], views)
         np.testing.assert_array_equal(y3[rows].numpy(), consensus[r])
     assert len(strategy.state.replay) == 1
+    resumed = _strategy(cfg, tmp_path / "resumed")  # what a checkpoint carries over
+    resumed.load_state_dict(strategy.state_dict())
+    idx = strategy.sample_public(4)
+    a, b = (s.distillation_data(4, idx, consensus[3][: len(idx)]) for s in (strategy, resumed))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and len(a[0]) == 2 * n
 
 
 def test_replay_rounds_and_distill_on_memory_are_refused_together():
