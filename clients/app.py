@@ -299,6 +299,12 @@ def kd_round(msg: Message, context: Context) -> Message:
     )
     codec = client.algorithm.soft_label_codec
     task = _round_task(msg, server_round, node.splits, codec)
+    if client.views.active != (task.view_seed is not None):  # else labels on other inputs
+        state = "on" if client.views.active else "off"
+        raise ValueError(
+            f"views.* is {state} in this run's config, but the server's message "
+            f"{'lacks' if client.views.active else 'has'} '{protocol.VIEW_SEED}'"
+        )
     soft, metrics = client.run_round(task)
     memory = previous.memory if previous else {}
     attack = node.cfg.attack

@@ -645,3 +645,16 @@ def test_replay_rounds_and_distill_on_memory_are_refused_together():
 
     with pytest.raises(ConfigError, match=r"algorithm\.replay_rounds"):
         compose(["algorithm.distill_on_memory=true", "algorithm.replay_rounds=2"])
+
+
+def test_a_client_refuses_a_round_whose_views_disagree_with_its_config(tmp_path):
+    """A server without views talking to clients configured with them (or the other way
+    round) would merge labels of different inputs: the clients fail the round, saying why."""
+    no_memory = ("algorithm.consensus_memory=false", "algorithm.memory_decay=1.0")
+    plain, viewed = digits_config(*no_memory), digits_config("views.shift=1", *no_memory)
+    for server_cfg, client_cfg in ((plain, viewed), (viewed, plain)):
+        record = _strategy(server_cfg, tmp_path / str(id(server_cfg))).run_round(
+            _grid(client_cfg), 1
+        )
+        assert record.num_accepted == 0 and len(record.failed) == 4
+        assert all(protocol.VIEW_SEED in reason for reason in record.failed.values())
