@@ -133,8 +133,13 @@ GRIDS = {
                 (0.5,),
             ),
         ),
-        seeds=(0,),
+        seeds=(0, 1),
         rounds=50,
+    ),
+    # the one positive in-domain signal of the 20-round probes, at the benchmark's length
+    # (--grid confirm; the full matrix's dsfl_plus row is the same run without abstaining)
+    "confirm": Grid(
+        variants=(Variant("abstain30", ("clients.abstain=0.3",), (0.1,)),), seeds=(0,), rounds=50
     ),
 }
 
