@@ -196,3 +196,31 @@ def test_an_attacker_can_inflate_the_counts_it_reports_consistently():
         protocol.REPLY_METRICS
     ]
     assert honest[protocol.NUM_EXAMPLES] == len(client_private_data(cfg, 2, 4))
+
+
+def test_a_client_whose_dp_budget_is_spent_reports_no_loss_and_is_accepted():
+    """It takes no step, so it has no training loss to report: it says it is exhausted and its
+    reply passes the server's checks (a NaN loss used to get it rejected every round)."""
+    from clients.base import RoundTask
+    from clients.dsfl import DSFLClient
+    from fedkd.experiment import build_client_model
+    from fedkd.validation import check_metrics
+
+    class SpentBudget:
+        epsilon = 8.0
+
+        def can_afford(self, num_examples, train_cfg):
+            return False
+
+    cfg = digits_config()
+    splits = load_data(cfg)
+    private = client_private_data(cfg, 0, cfg.clients.num_clients)
+    model = build_client_model(cfg, 0, splits)
+    client = DSFLClient(cfg, 0, model, private, splits.public.x, None, SpentBudget())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    soft, metrics = client.run_round(RoundTask(1, np.arange(20)))
+    assert protocol.TRAIN_LOSS not in metrics and metrics[protocol.DP_EXHAUSTED] == 1.0
+    assert all(v.equal(before[k]) for k, v in model.state_dict().items())  # no step taken
+    checked = {protocol.NUM_EXAMPLES: len(private), **metrics}
+    assert check_metrics(checked, protocol.REPLY_METRIC_KEYS)[protocol.DP_EXHAUSTED] == 1.0
+    assert soft.shape == (20, splits.num_classes)
