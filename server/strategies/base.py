@@ -9,8 +9,9 @@ One round is ONE exchange with the sampled clients (deployment pays seconds of p
 4. merge the accepted soft labels into the consensus (``consensus``: the configured combine
    rule, the algorithm's ``to_probs``, the configured post-processing), optionally averaged
    with earlier rounds' (``remember``);
-5. distil the global model toward it (``distillation_set``, ``distill_global``), optionally
-   averaging its weights over rounds (``served_model``);
+5. distil the global model toward it (``distillation_set``, ``distill_global``; on its views
+   with ``views.*``, and with earlier rounds' sets too under ``algorithm.replay_rounds``:
+   ``distillation_data``), optionally averaging its weights over rounds (``served_model``);
 6. keep what the clients digest next round (``client_teacher``, on the distillation set),
    evaluate the global model on the test set and record the round.
 
