@@ -410,10 +410,11 @@ class DistillationStrategy(ABC):
             self.keep_for_replay(server_round, distill_idx, targets)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.global_model)
-            view_seed = self.view_seed(server_round)
-            self.state.consensus_indices = distill_idx
-            self.state.consensus_probs = self.client_teacher(distill_idx, targets, view_seed)
-            self.state.consensus_view_seed = view_seed
+            if self.cfg.clients.digests:  # (clients that keep to their own data get no teacher)
+                view_seed = self.view_seed(server_round)
+                self.state.consensus_indices = distill_idx
+                self.state.consensus_probs = self.client_teacher(distill_idx, targets, view_seed)
+                self.state.consensus_view_seed = view_seed
         else:
             log.warning("round %d: no valid replies; the global model is unchanged", server_round)
         record.global_accuracy, record.global_loss = evaluate(
@@ -537,7 +538,7 @@ class DistillationStrategy(ABC):
         view_seed = self.view_seed(server_round)
         if view_seed is not None:
             config[protocol.VIEW_SEED] = view_seed
-            if self.state.consensus_view_seed is not None and self.cfg.clients.digests:
+            if self.state.consensus_view_seed is not None:
                 config[protocol.CONSENSUS_VIEW_SEED] = self.state.consensus_view_seed
         return [
             Message(
@@ -558,9 +559,8 @@ class DistillationStrategy(ABC):
         ]
 
     def _teacher_arrays(self, server_round: int, client: ClientInfo) -> dict[str, Array]:
-        """The consensus this client digests (indices and encoded probabilities), if any (none
-        to clients that do not digest: ``clients.digest_epochs: 0``)."""
-        if self.state.consensus_probs is None or not self.cfg.clients.digests:
+        """The consensus this client digests (indices and encoded probabilities), if any."""
+        if self.state.consensus_probs is None:
             return {}
         assert self.state.consensus_indices is not None
         idx, probs = self.state.consensus_indices, self.state.consensus_probs
