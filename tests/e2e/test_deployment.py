@@ -148,9 +148,11 @@ def test_dead_node_does_not_hang_the_run_a_restarted_one_continues_and_a_liar_is
     try:
         _wait_for_rounds(out, 1, run)
         cluster.stop_pid(state.supernode_pids[2])  # client 2 dies after round 1
-        _wait_for_rounds(out, 3, run)
+        # ... and comes back, its disk intact, after round 2: a SuperNode starting on a loaded
+        # machine can take longer than a round, and it must be back by the last one
+        _wait_for_rounds(out, 2, run)
         config = cluster.node_config_for(2, FAULT_NODES, None, cluster.node_state_dir(state, 2))
-        cluster.start_supernode(state, 2, config)  # ... and comes back, its disk intact
+        cluster.start_supernode(state, 2, config)
         output, _ = run.communicate(timeout=600)
     finally:
         if run.poll() is None:
