@@ -2,6 +2,7 @@
 
     python benchmarks/privacy.py --grid reduced   # about 30 minutes on 2 cores
     python benchmarks/privacy.py --grid full      # hours: re-run to resume
+    python benchmarks/privacy.py --grid probe     # levers for the ε = 8 target, 15 rounds each
 
 The accuracy benchmark's setting (Fashion-MNIST, 20 clients, 4 per round, Dirichlet alpha 0.5, the
 recommended method, 50 rounds) with client training sized for DP-SGD
@@ -33,29 +34,47 @@ DELTA = 1e-5
 
 
 @dataclass(frozen=True)
+class Variant:
+    name: str  # "" for the benchmark's own setting
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Grid:
     epsilons: tuple[float, ...]  # inf: no DP
     alpha: float
     seeds: tuple[int, ...]
     rounds: int
+    variants: tuple[Variant, ...] = (Variant(""),)
 
 
 GRIDS = {
     "full": Grid(epsilons=(1.0, 2.0, 4.0, 8.0, math.inf), alpha=0.5, seeds=(0,), rounds=50),
     "reduced": Grid(epsilons=(8.0, math.inf), alpha=0.5, seeds=(0,), rounds=15),
+    # levers for the ε = 8 target, 15 rounds each (about 20 minutes a run on 2 cores)
+    "probe": Grid(
+        epsilons=(8.0,),
+        alpha=0.5,
+        seeds=(0,),
+        rounds=15,
+        variants=(Variant(""), Variant("pretrain5", ("pretrain.epochs=5",))),
+    ),
 }
 
 
 def jobs_of(grid: Grid) -> list[Job]:
     jobs = []
-    for seed in grid.seeds:
-        for eps in grid.epsilons:
-            overrides = [BASE, f"partition.alpha={grid.alpha}", f"seed={seed}",
-                         f"num_rounds={grid.rounds}"]  # fmt: skip
-            if math.isfinite(eps):
-                overrides += [f"dp.epsilon={eps}", f"dp.delta={DELTA}"]
-            name = f"eps{eps:g}_a{grid.alpha}_s{seed}"
-            jobs.append(Job(name, tuple(overrides)))
+    for variant in grid.variants:
+        for seed in grid.seeds:
+            for eps in grid.epsilons:
+                overrides = [BASE, f"partition.alpha={grid.alpha}", f"seed={seed}",
+                             f"num_rounds={grid.rounds}", *variant.overrides]  # fmt: skip
+                if math.isfinite(eps):
+                    overrides += [f"dp.epsilon={eps}", f"dp.delta={DELTA}"]
+                name = f"eps{eps:g}_a{grid.alpha}_s{seed}"
+                if variant.name:
+                    name = f"{variant.name}_{name}"
+                jobs.append(Job(name, tuple(overrides)))
     return jobs
 
 
@@ -67,6 +86,7 @@ def row_of(run: Path) -> dict[str, Any]:
     target = cfg["dp"]["epsilon"]
     return {
         "job": run.name,
+        "variant": run.name.rpartition("eps")[0].rstrip("_"),  # "" for the benchmark's setting
         "target_epsilon": math.inf if target is None else target,
         "delta": cfg["dp"]["delta"] if target is not None else None,
         "max_epsilon_spent": summary.dp_epsilon,
@@ -84,14 +104,15 @@ def row_of(run: Path) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target ε (δ = 1e-5) | largest ε spent | final global acc | best | mean client acc "
-        "| clients that ran out | rounds | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | target ε (δ = 1e-5) | largest ε spent | final global acc | best "
+        "| mean client acc | clients that ran out | rounds | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["seed"], r["target_epsilon"])):
+    for r in sorted(rows, key=lambda r: (r.get("variant", ""), r["seed"], r["target_epsilon"])):
         spent = "–" if r["max_epsilon_spent"] is None else f"{r['max_epsilon_spent']:.2f}"
         lines.append(
-            f"| {r['target_epsilon']:g} | {spent} | {r['final_accuracy']:.4f} | "
+            f"| {r.get('variant') or 'benchmark'} | {r['target_epsilon']:g} | {spent} | "
+            f"{r['final_accuracy']:.4f} | "
             f"{r['best_accuracy']:.4f} | {r['client_accuracy_last']:.4f} | "
             f"{r['clients_exhausted']} | {r['rounds']} | {r['wall_seconds']:.0f} |"
         )
@@ -102,13 +123,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in sorted(rows, key=lambda r: r["target_epsilon"]):
         acc = r["accuracy_by_round"]
-        left.plot(range(1, len(acc) + 1), acc, label=f"ε = {r['target_epsilon']:g}")
+        label = f"ε = {r['target_epsilon']:g}" + (f", {r['variant']}" if r.get("variant") else "")
+        left.plot(range(1, len(acc) + 1), acc, label=label)
     left.set_xlabel("round")
     left.set_ylabel("global accuracy")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
     finite = sorted((r["target_epsilon"], r["final_accuracy"]) for r in rows
-                    if math.isfinite(r["target_epsilon"]))  # fmt: skip
+                    if math.isfinite(r["target_epsilon"]) and not r.get("variant"))  # fmt: skip
     if finite:
         right.plot(*zip(*finite, strict=True), marker="o", label="DP-SGD")
     for r in rows:
