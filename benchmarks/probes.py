@@ -59,7 +59,8 @@ NO_MEMORY = ("algorithm.consensus_memory=false", "algorithm.memory_decay=1.0")
 VIEWS = ("views.shift=2", "views.flip=true", "views.mixup=1.0")
 REPLAY8 = ("algorithm.replay_rounds=8", "model.distill_epochs=1")
 REPLAY4 = ("algorithm.replay_rounds=4", "model.distill_epochs=1")
-NO_DIGEST = ("clients.kd_schedule=sequential", "clients.digest_epochs=0")
+NO_DIGEST = ("clients.kd_schedule=sequential", "clients.digest_epochs=0",
+             "algorithm.client_teacher=null")  # fmt: skip
 ALL_TOP2 = ("public_per_round=10000", "algorithm.codec={name: topk, k: 2, values: int8}")
 OOD_VIEWS = ("views.zoom=2.0", *VIEWS)  # a zoomed MNIST stroke looks more like a garment
 OOD_VIEWS3 = ("views.zoom=3.0", *VIEWS)

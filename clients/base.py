@@ -92,6 +92,9 @@ class KDClient(ABC):
         self.private = private
         self.public_x = public_x
         self.views = cfg.views.spec
+        # the last views built (key: seed and indices): the round's answer and its abstention
+        # mask are on the same views, built once
+        self._last_views: tuple[tuple[tuple[int, ...], bytes], Tensor] | None = None
         self.test = test
         self.privacy = privacy
         self.budget_exhausted = False
@@ -108,9 +111,13 @@ class KDClient(ABC):
     def public_inputs(self, indices: np.ndarray, view_seed: list[int] | None) -> Tensor:
         """Public samples ``indices`` (n, C, H, W), or (``view_seed``) the views of them that
         the server and every other client draw from that seed, bit for bit."""
+        indices = indices.astype(np.int64)
         if view_seed is None:
-            return torch.from_numpy(self.public_x[indices.astype(np.int64)])
-        return torch.from_numpy(self.views(self.public_x, indices, view_seed))
+            return torch.from_numpy(self.public_x[indices])
+        key = (tuple(view_seed), indices.tobytes())
+        if self._last_views is None or self._last_views[0] != key:
+            self._last_views = key, torch.from_numpy(self.views(self.public_x, indices, view_seed))
+        return self._last_views[1]
 
     def _local_epochs(self, num_examples: int) -> int:
         c = self.cfg.clients

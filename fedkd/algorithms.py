@@ -79,7 +79,9 @@ class Distillation(Algorithm):
     postprocess: Component | None = component_field("postprocess", None)
     consensus_memory: bool = False  # average each public sample's consensus over rounds
     memory_decay: float = 1.0  # < 1: each round, earlier rounds' weight is multiplied by this
-    client_teacher: str = "consensus"  # what clients digest: the consensus, or the global model
+    # what clients digest: the consensus, the global model, or nothing (null: clients that keep
+    # to their own data, clients.digest_epochs=0 under the sequential schedule)
+    client_teacher: str | None = "consensus"
     distill_on_memory: bool = False  # the server distils on every remembered public sample
     # the server also distils on the previous N rounds' samples (or views) with the consensus
     # they got then: a teacher of several rounds' clients, where views rule out per-sample memory
@@ -106,9 +108,10 @@ class Distillation(Algorithm):
             "repeats what algorithm.distill_on_memory already distils on: use one of the two",
         )
         _require(
-            self.client_teacher in CLIENT_TEACHERS,
+            self.client_teacher is None or self.client_teacher in CLIENT_TEACHERS,
             "client_teacher",
-            f"must be one of {list(CLIENT_TEACHERS)}, got {self.client_teacher!r}",
+            f"must be one of {list(CLIENT_TEACHERS)} or null (no teacher), "
+            f"got {self.client_teacher!r}",
         )
 
     @property
@@ -180,7 +183,7 @@ class DSFLPlus(DSFL):
     combine: Component = component_field("combine", "class_weighted_reputation")
     consensus_memory: bool = True
     memory_decay: float = 0.8
-    client_teacher: str = "global"
+    client_teacher: str | None = "global"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +195,7 @@ class FedDF(LogitDistillation):
     server: ClassVar[str] = "server.strategies.feddf.FedDF"
     client: ClassVar[str | None] = "clients.feddf.FedDFClient"
 
-    client_teacher: str = "global"
+    client_teacher: str | None = "global"
     holdout_fraction: float = 0.2  # public share held out for early stopping
     patience: int = 2  # distillation epochs without improvement before stopping
 

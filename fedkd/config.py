@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from fedkd.algorithms import Algorithm, Distillation, algorithm_from_node
+from fedkd.algorithms import CLIENT_TEACHERS, Algorithm, Distillation, algorithm_from_node
 from fedkd.augment import Augment
 from fedkd.schema import (
     Component,
@@ -628,7 +628,23 @@ class ExperimentConfig:
                 "differ every round, so a sample's consensus cannot be averaged over rounds: "
                 "set algorithm.consensus_memory=false",
             )
-        if not isinstance(self.algorithm, Distillation):
+        if isinstance(self.algorithm, Distillation):
+            teacher = self.algorithm.client_teacher
+            require(
+                teacher is None or self.clients.digests,
+                "algorithm.client_teacher",
+                f"is {teacher!r}, but clients digest no teacher (clients.kd_schedule="
+                f"{self.clients.kd_schedule}, clients.digest_epochs={self.clients.digest_epochs}): "
+                "set algorithm.client_teacher=null",
+            )
+            require(
+                teacher is not None or not self.clients.digests,
+                "algorithm.client_teacher",
+                f"is null (no teacher), but clients digest one (clients.kd_schedule="
+                f"{self.clients.kd_schedule}, clients.digest_epochs={self.clients.digest_epochs}): "
+                f"set it to one of {list(CLIENT_TEACHERS)}",
+            )
+        else:
             require(
                 not self.dp.enabled,
                 "dp",

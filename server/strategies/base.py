@@ -410,7 +410,7 @@ class DistillationStrategy(ABC):
             self.keep_for_replay(server_round, distill_idx, targets)
             if self.averaged is not None:
                 self.averaged.update_parameters(self.global_model)
-            if self.cfg.clients.digests:  # (clients that keep to their own data get no teacher)
+            if self.algorithm.client_teacher is not None:  # (null: clients keep to their own data)
                 view_seed = self.view_seed(server_round)
                 self.state.consensus_indices = distill_idx
                 self.state.consensus_probs = self.client_teacher(distill_idx, targets, view_seed)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from clients.app import STUDENT_STATE, app
@@ -224,3 +225,27 @@ def test_a_client_whose_dp_budget_is_spent_reports_no_loss_and_is_accepted():
     checked = {protocol.NUM_EXAMPLES: len(private), **metrics}
     assert check_metrics(checked, protocol.REPLY_METRIC_KEYS)[protocol.DP_EXHAUSTED] == 1.0
     assert soft.shape == (20, splits.num_classes)
+
+
+def test_a_client_builds_a_rounds_views_once_for_its_answer_and_its_abstentions():
+    """views.* with clients.abstain: the answer and the mask are on the same views, built once;
+    other indices or another seed build new ones."""
+    from clients.dsfl import DSFLClient
+    from fedkd.experiment import build_client_model
+
+    cfg = digits_config(
+        "views.shift=1", "views.flip=true", "algorithm=dsfl", "algorithm.consensus_memory=false"
+    )
+    splits = load_data(cfg)
+    private = client_private_data(cfg, 0, cfg.clients.num_clients)
+    client = DSFLClient(cfg, 0, build_client_model(cfg, 0, splits), private, splits.public.x, None)
+    built = []
+    views = client.views
+    client.views = lambda x, idx, seed: built.append(seed) or views(x, idx, seed)
+    idx = np.arange(30)
+    first = client.public_inputs(idx, [7, 1])
+    assert client.public_inputs(idx.astype(np.int32), [7, 1]) is first and built == [[7, 1]]
+    assert torch.equal(first, torch.from_numpy(views(splits.public.x, idx, [7, 1])))
+    client.public_inputs(idx, [7, 2])
+    client.public_inputs(idx[::-1], [7, 2])
+    assert built == [[7, 1], [7, 2], [7, 2]]

@@ -49,6 +49,9 @@ def _npz(path, labels, shape=(8, 8), with_y=True):
         (["dataset=digits", "+dataset.data_dir=/data"], "dataset.data_dir"),
         (["algorithm=fedavg", "+algorithm.temperature=2.0"], "algorithm.temperature"),
         (["algorithm=fedmd", "+algorithm.patience=3"], "algorithm.patience"),
+        # a teacher nobody digests, or clients that digest none
+        (["clients.kd_schedule=sequential", "clients.digest_epochs=0"], "algorithm.client_teacher"),
+        (["algorithm.client_teacher=null"], "algorithm.client_teacher"),
         # parts that cannot be found or built
         (["model.architecture=nowhere.nets.Net"], "model.architecture"),
         (["clients.architectures=[cnn,nowhere.Net]"], "clients.architectures[1]"),

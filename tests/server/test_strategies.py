@@ -584,7 +584,9 @@ def test_clients_that_do_not_digest_get_no_teacher_and_report_no_loss_they_did_n
 ):
     """clients.kd_schedule=sequential clients.digest_epochs=0: from round 2 on no teacher is
     sent, and the replies (with no digest loss to report, not a NaN) are all accepted."""
-    cfg = digits_config("clients.kd_schedule=sequential", "clients.digest_epochs=0")
+    cfg = digits_config(
+        "clients.kd_schedule=sequential", "clients.digest_epochs=0", "algorithm.client_teacher=null"
+    )
     strategy, grid = _strategy(cfg, tmp_path), _grid(cfg)
     strategy.run_round(grid, 1)
     clients = strategy.roster.sample(2, strategy.roster.update(grid))
