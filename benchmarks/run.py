@@ -60,6 +60,8 @@ MATRICES = {
             "dsfl_plus",
             "dsfl_plus_nodecay",
             "dsfl_plus_nodecay_sequential",
+            "dsfl_plus_abstain",
+            "dsfl_plus_pretrain",
         ),
         (0.1, 0.5),
         (0, 1),
