@@ -2,16 +2,25 @@
 
     python benchmarks/scale.py --grid reduced   # about 30 minutes on 2 cores
     python benchmarks/scale.py --grid full      # hours: re-run to resume
+    python benchmarks/scale.py --grid probe     # the learning run's schedules, 10 rounds each
 
 From ``conf/experiment/fmnist_cross_device.yaml`` (Fashion-MNIST, the recommended method, at
-least 20 local steps per client and round):
+least 20 local steps per client and round, clients that digest the global model's answers for
+two epochs before their private steps):
 
 * ``learn``: 1 000 clients of about 50 images, 10 % per round, 30 rounds (target: >= 0.80 global
   accuracy within 30 rounds, peak memory <= 2 GiB);
 * ``size``: 10, 100, 1 000, 10 000 clients with 10 sampled per round, 3 rounds (10 000 clients:
   target <= 4 GiB) -- round time should not grow with the clients that exist;
 * ``sampled``: 1 000 clients with 10, 50, 100 sampled per round, 3 rounds -- round time should
-  grow linearly with the clients sampled.
+  grow linearly with the clients sampled;
+* ``learn_..._joint``: the learning run with the preset's schedule before (one pass over the
+  private and as many teacher-labelled samples);
+* ``probe``: the learning run at 10 rounds with one digest epoch (``seq1``) and the preset's two
+  (``seq2``), beside the joint run's first 10 rounds.
+
+The size and sampled runs measure memory and round time with the joint schedule (one pass, as
+they were first measured): the schedule changes a client's work, not what the engine holds.
 
 Peak memory is the launcher's whole process tree (``summary.json``'s ``peak_memory_bytes``:
 summed proportional set sizes, so pages the processes share count once). Round time is the mean
@@ -45,11 +54,28 @@ class Grid:
     sizes: tuple[int, ...]  # clients that exist, 10 sampled per round
     sampled: tuple[int, ...]  # clients sampled per round, out of 1 000
     rounds: int  # of the size and sampled runs
+    # the learning run's variants: (name, overrides); "" is the preset as it is
+    learn: tuple[tuple[str, tuple[str, ...]], ...] = (("", ()),)
 
+
+JOINT = ("clients.kd_schedule=joint", "clients.digest_epochs=1")  # the preset's schedule before
 
 GRIDS = {
-    "full": Grid(learn_rounds=30, sizes=(10, 100, 1000, 10_000), sampled=(10, 50, 100), rounds=3),
+    "full": Grid(
+        learn_rounds=30,
+        sizes=(10, 100, 1000, 10_000),
+        sampled=(10, 50, 100),
+        rounds=3,
+        learn=(("", ()), ("joint", JOINT)),
+    ),
     "reduced": Grid(learn_rounds=0, sizes=(10, 100, 1000), sampled=(10, 50), rounds=3),
+    "probe": Grid(
+        learn_rounds=10,
+        sizes=(),
+        sampled=(),
+        rounds=3,
+        learn=(("seq1", ("clients.digest_epochs=1",)), ("seq2", ())),
+    ),
 }
 
 
@@ -63,14 +89,16 @@ def _clients(num: int, per_round: int) -> list[str]:
 def jobs_of(grid: Grid) -> list[Job]:
     jobs = []
     if grid.learn_rounds:
-        jobs.append(Job("learn_c1000_k100", (BASE, f"num_rounds={grid.learn_rounds}", "seed=0")))
+        for name, extra in grid.learn:
+            overrides = (BASE, f"num_rounds={grid.learn_rounds}", "seed=0", *extra)
+            jobs.append(Job("learn_c1000_k100" + (f"_{name}" if name else ""), overrides))
     for num in grid.sizes:
-        overrides = (BASE, *_clients(num, 10), f"num_rounds={grid.rounds}", "seed=0")
+        overrides = (BASE, *JOINT, *_clients(num, 10), f"num_rounds={grid.rounds}", "seed=0")
         jobs.append(Job(f"size_c{num}_k10", overrides))
     for k in grid.sampled:
         if k == 10 and 1000 in grid.sizes:
             continue  # the size sweep's 1 000-client run
-        overrides = (BASE, *_clients(1000, k), f"num_rounds={grid.rounds}", "seed=0")
+        overrides = (BASE, *JOINT, *_clients(1000, k), f"num_rounds={grid.rounds}", "seed=0")
         jobs.append(Job(f"sampled_c1000_k{k}", overrides))
     return jobs
 
