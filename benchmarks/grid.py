@@ -73,6 +73,16 @@ def _resumable(out: Path, cfg: ExperimentConfig) -> bool:
     return stopped and _same(config, cfg)
 
 
+def run_job(out: Path, cfg: ExperimentConfig) -> None:
+    """Run ``cfg`` into ``out``, or continue a stopped run of that very config from its
+    checkpoint (:func:`_resumable`) instead of starting it again."""
+    if _resumable(out, cfg):
+        log.info("resuming %s from its checkpoint", out)
+        run(resume_config(out), resume=True)
+    else:
+        run(cfg)
+
+
 def run_jobs(
     root: Path, jobs: Sequence[Job], only: Sequence[str] | None = None, execute: bool = True
 ) -> list[Path]:
@@ -87,10 +97,7 @@ def run_jobs(
         if wanted and not is_done(out, cfg):
             log.info("[%d/%d] %s -> %s", i, len(jobs), job.name, out)
             try:
-                if _resumable(out, cfg):
-                    run(resume_config(out), resume=True)
-                else:
-                    run(cfg)
+                run_job(out, cfg)
             except Exception:  # one failed run must not stop the grid; its folder says why
                 log.error("run %s failed:\n%s", job.name, traceback.format_exc())
         if is_done(out, cfg):

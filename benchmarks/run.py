@@ -12,7 +12,8 @@ public samples (``clients.kd_schedule=joint``: the same number of gradient steps
 ``+sequential`` ablation row (digest 1 epoch, then 2 private epochs).
 Each run writes its run folder under ``benchmarks/results/<matrix>/runs/<method>_a<alpha>_s<seed>``;
 a run whose ``summary.json`` says "completed" and whose ``config.json`` is the config the matrix
-asks for now is skipped, so an interrupted matrix resumes and a changed method is re-run. The
+asks for now is skipped, a run stopped half-way continues from its checkpoint, and a changed
+method is re-run. The
 report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten at the
 end from the matrix's finished, current runs.
 """
@@ -25,10 +26,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from grid import is_done
+from grid import is_done, run_job
 
 from fedkd.config import compose
-from fedkd.launch import RunInterrupted, run
+from fedkd.launch import RunInterrupted
 from fedkd.logs import configure_logging
 from fedkd.report import report
 
@@ -128,7 +129,7 @@ def main() -> None:
         if wanted and not is_done(out, cfg):
             log.info("[%d/%d] %s alpha=%s seed=%d -> %s", i, len(jobs), method, alpha, seed, out)
             try:
-                run(cfg)
+                run_job(out, cfg)  # (a run stopped half-way continues from its checkpoint)
             except Exception:  # one failed run must not stop the matrix; its folder says why
                 log.error("run %s failed:\n%s", out.name, traceback.format_exc())
         if is_done(out, cfg):
