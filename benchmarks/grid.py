@@ -14,7 +14,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,15 @@ log = logging.getLogger("fedkd.benchmark")
 class Job:
     name: str  # its run folder's name
     overrides: tuple[str, ...]  # Hydra overrides (output_dir is added)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A variant of a benchmark's setting: its name in the run folders ("" for the setting as
+    it is) and the Hydra overrides it adds."""
+
+    name: str = ""
+    overrides: tuple[str, ...] = ()
 
 
 def is_done(out: Path, cfg: ExperimentConfig) -> bool:
@@ -176,7 +185,7 @@ class Benchmark:
         root = self.results / args.grid
         root.mkdir(parents=True, exist_ok=True)
         jobs = self.jobs_of(grid)
-        description = {"setting": self.base, "jobs": [j.name for j in jobs], **vars(grid)}
+        description = {"setting": self.base, "jobs": [j.name for j in jobs], **asdict(grid)}
         (root / "grid.json").write_text(json.dumps(description, indent=2, default=str))
         try:
             runs = run_jobs(root, jobs, args.only, execute=not args.report_only)

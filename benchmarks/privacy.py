@@ -24,7 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job, save_figure
+from grid import Benchmark, Job, Variant, save_figure
 
 from fedkd.results import read_metrics, read_summary
 
@@ -34,18 +34,12 @@ DELTA = 1e-5
 
 
 @dataclass(frozen=True)
-class Variant:
-    name: str  # "" for the benchmark's own setting
-    overrides: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Grid:
     epsilons: tuple[float, ...]  # inf: no DP
     alpha: float
     seeds: tuple[int, ...]
     rounds: int
-    variants: tuple[Variant, ...] = (Variant(""),)
+    variants: tuple[Variant, ...] = (Variant(),)
 
 
 GRIDS = {
@@ -57,7 +51,7 @@ GRIDS = {
         alpha=0.5,
         seeds=(0,),
         rounds=15,
-        variants=(Variant(""), Variant("pretrain5", ("pretrain.epochs=5",))),
+        variants=(Variant(), Variant("pretrain5", ("pretrain.epochs=5",))),
     ),
 }
 
@@ -108,10 +102,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| mean client acc | clients that ran out | rounds | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r.get("variant", ""), r["seed"], r["target_epsilon"])):
+    for r in sorted(rows, key=lambda r: (r["variant"], r["seed"], r["target_epsilon"])):
         spent = "–" if r["max_epsilon_spent"] is None else f"{r['max_epsilon_spent']:.2f}"
         lines.append(
-            f"| {r.get('variant') or 'benchmark'} | {r['target_epsilon']:g} | {spent} | "
+            f"| {r['variant'] or 'benchmark'} | {r['target_epsilon']:g} | {spent} | "
             f"{r['final_accuracy']:.4f} | "
             f"{r['best_accuracy']:.4f} | {r['client_accuracy_last']:.4f} | "
             f"{r['clients_exhausted']} | {r['rounds']} | {r['wall_seconds']:.0f} |"
@@ -123,14 +117,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in sorted(rows, key=lambda r: r["target_epsilon"]):
         acc = r["accuracy_by_round"]
-        label = f"ε = {r['target_epsilon']:g}" + (f", {r['variant']}" if r.get("variant") else "")
+        label = f"ε = {r['target_epsilon']:g}" + (f", {r['variant']}" if r["variant"] else "")
         left.plot(range(1, len(acc) + 1), acc, label=label)
     left.set_xlabel("round")
     left.set_ylabel("global accuracy")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
     finite = sorted((r["target_epsilon"], r["final_accuracy"]) for r in rows
-                    if math.isfinite(r["target_epsilon"]) and not r.get("variant"))  # fmt: skip
+                    if math.isfinite(r["target_epsilon"]) and not r["variant"])  # fmt: skip
     if finite:
         right.plot(*zip(*finite, strict=True), marker="o", label="DP-SGD")
     for r in rows:

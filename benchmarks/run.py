@@ -13,9 +13,8 @@ public samples (``clients.kd_schedule=joint``: the same number of gradient steps
 Each run writes its run folder under ``benchmarks/results/<matrix>/runs/<method>_a<alpha>_s<seed>``;
 a run whose ``summary.json`` says "completed" and whose ``config.json`` is the config the matrix
 asks for now is skipped, a run stopped half-way continues from its checkpoint, and a changed
-method is re-run. The
-report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG plots) is rewritten at the
-end from the matrix's finished, current runs.
+method is re-run. The report (``fedkd-report``: table.md, summary.csv/json, rounds.csv, PNG
+plots) is rewritten at the end from the matrix's finished, current runs.
 """
 
 import argparse

@@ -39,7 +39,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from grid import Benchmark, Job, save_figure
+from grid import Benchmark, Job, Variant, save_figure
 
 from fedkd.results import read_metrics, read_summary
 
@@ -54,8 +54,7 @@ class Grid:
     sizes: tuple[int, ...]  # clients that exist, 10 sampled per round
     sampled: tuple[int, ...]  # clients sampled per round, out of 1 000
     rounds: int  # of the size and sampled runs
-    # the learning run's variants: (name, overrides); "" is the preset as it is
-    learn: tuple[tuple[str, tuple[str, ...]], ...] = (("", ()),)
+    learn: tuple[Variant, ...] = (Variant(),)  # the learning run's variants
 
 
 JOINT = ("clients.kd_schedule=joint", "clients.digest_epochs=1")  # the preset's schedule before
@@ -66,7 +65,7 @@ GRIDS = {
         sizes=(10, 100, 1000, 10_000),
         sampled=(10, 50, 100),
         rounds=3,
-        learn=(("", ()), ("joint", JOINT)),
+        learn=(Variant(), Variant("joint", JOINT)),
     ),
     "reduced": Grid(learn_rounds=0, sizes=(10, 100, 1000), sampled=(10, 50), rounds=3),
     "probe": Grid(
@@ -74,7 +73,7 @@ GRIDS = {
         sizes=(),
         sampled=(),
         rounds=3,
-        learn=(("seq1", ("clients.digest_epochs=1",)), ("seq2", ())),
+        learn=(Variant("seq1", ("clients.digest_epochs=1",)), Variant("seq2")),
     ),
 }
 
@@ -89,9 +88,10 @@ def _clients(num: int, per_round: int) -> list[str]:
 def jobs_of(grid: Grid) -> list[Job]:
     jobs = []
     if grid.learn_rounds:
-        for name, extra in grid.learn:
-            overrides = (BASE, f"num_rounds={grid.learn_rounds}", "seed=0", *extra)
-            jobs.append(Job("learn_c1000_k100" + (f"_{name}" if name else ""), overrides))
+        for variant in grid.learn:
+            overrides = (BASE, f"num_rounds={grid.learn_rounds}", "seed=0", *variant.overrides)
+            name = "learn_c1000_k100" + (f"_{variant.name}" if variant.name else "")
+            jobs.append(Job(name, overrides))
     for num in grid.sizes:
         overrides = (BASE, *JOINT, *_clients(num, 10), f"num_rounds={grid.rounds}", "seed=0")
         jobs.append(Job(f"size_c{num}_k10", overrides))
