@@ -16,8 +16,9 @@ two epochs before their private steps):
   grow linearly with the clients sampled;
 * ``learn_..._joint``: the learning run with the preset's schedule before (one pass over the
   private and as many teacher-labelled samples);
-* ``probe``: the learning run at 10 rounds with one digest epoch (``seq1``) and the preset's two
-  (``seq2``), beside the joint run's first 10 rounds.
+* ``probe``: the learning run at 10 rounds with one digest epoch (``seq1``), the preset's two
+  (``seq2``) and the preset with the server distilling on every remembered public sample
+  (``seq2_memory``), beside the joint run's first 10 rounds.
 
 The size and sampled runs measure memory and round time with the joint schedule (one pass, as
 they were first measured): the schedule changes a client's work, not what the engine holds.
@@ -73,7 +74,11 @@ GRIDS = {
         sizes=(),
         sampled=(),
         rounds=3,
-        learn=(Variant("seq1", ("clients.digest_epochs=1",)), Variant("seq2")),
+        learn=(
+            Variant("seq1", ("clients.digest_epochs=1",)),
+            Variant("seq2"),
+            Variant("seq2_memory", ("algorithm.distill_on_memory=true",)),
+        ),
     ),
 }
 
